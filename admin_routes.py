@@ -1,0 +1,293 @@
+"""Admin routes under /admin. The guard covers the whole blueprint, so no route can forget it."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+from flask_jwt_extended import current_user, verify_jwt_in_request
+from sqlalchemy import delete, func, select
+
+from auth_routes import MAX_PASSWORD_LENGTH
+from database import db
+from errors import APIError
+from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_PROMPT, ErrorLog,
+                    ProofreadPrompt, SystemSetting, TranscribePrompt, Transcription, User)
+from password import hash_password
+from serializers import (admin_transcription, error_log, prompt, setting, transcription_rows,
+                         user_summary)
+from storage import remove_job_files, remove_legacy_documents
+from system_settings import active_prompt, set_setting, validate_setting_value
+from user_routes import _document_kind, document_response
+from validation import bool_field, int_id, json_body, pagination, string_field, uuid_id
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+USERNAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-")
+MAX_NEW_USERNAME = 64
+MAX_VERSION_LENGTH = 100
+MAX_PROMPT_LENGTH = 100_000
+MAX_SETTING_KEY = 100
+MAX_SETTING_VALUE = 10_000
+MAX_DESCRIPTION = 1_000
+
+
+@bp.before_request
+def require_admin():
+    verify_jwt_in_request()
+    if not current_user.is_admin:
+        raise APIError(403, "Admin access required")
+
+
+# Users -------------------------------------------------------------------------------------
+
+@bp.get("/users")
+def list_users():
+    limit, offset = pagination()
+    counts = (select(Transcription.user_id, func.count().label("n"))
+              .group_by(Transcription.user_id).subquery())
+    rows = db.session.execute(
+        select(User, func.coalesce(counts.c.n, 0))
+        .outerjoin(counts, counts.c.user_id == User.id)
+        .order_by(User.id).limit(limit).offset(offset)).all()
+    return jsonify([user_summary(user, count) for user, count in rows])
+
+
+def _new_password(data: dict, name: str = "password") -> str:
+    password = string_field(data, name, max_length=MAX_PASSWORD_LENGTH, strip=False)
+    minimum = current_app.config["PASSWORD_MIN_LENGTH"]
+    if len(password) < minimum:
+        raise APIError(400, f"'{name}' must be at least {minimum} characters")
+    return password
+
+
+@bp.post("/users")
+def create_user():
+    data = json_body()
+    username = string_field(data, "username", max_length=MAX_NEW_USERNAME)
+    if not set(username) <= USERNAME_CHARS:
+        raise APIError(400, "'username' may contain only letters, digits and . _ @ -")
+    password = _new_password(data)
+    is_admin = bool_field(data, "isAdmin", default=False)
+    exists = db.session.execute(select(User.id).where(User.username == username)).first()
+    if exists:
+        raise APIError(400, f"The username {username!r} is already taken")
+    db.session.add(User(username=username, password_hash=hash_password(password),
+                        is_admin=is_admin))
+    db.session.commit()
+    return jsonify(message=f"User {username} created"), 201
+
+
+@bp.patch("/users/<user_id>")
+def update_user(user_id: str):
+    user = _get_or_404(User, int_id(user_id, "user id"), "User")
+    data = json_body()
+    if not data.keys() & {"password", "is_admin", "isAdmin"}:
+        raise APIError(400, "Send 'password' and/or 'is_admin'")
+    if "password" in data:
+        user.password_hash = hash_password(_new_password(data))
+        user.token_version += 1  # signs the user out everywhere
+    for key in ("is_admin", "isAdmin"):
+        if key in data:
+            make_admin = bool_field(data, key)
+            if not make_admin and user.is_admin:
+                _check_can_lose_admin(user)
+            user.is_admin = make_admin
+    db.session.commit()
+    return jsonify(message=f"User {user.username} updated", is_admin=bool(user.is_admin))
+
+
+def _check_can_lose_admin(user: User) -> None:
+    if user.id == current_user.id:
+        raise APIError(400, "You cannot remove your own admin rights")
+    admins = db.session.execute(
+        select(func.count()).select_from(User).where(User.is_admin.is_(True))).scalar_one()
+    if admins <= 1:
+        raise APIError(400, "The last admin cannot lose admin rights")
+
+
+@bp.delete("/users/<user_id>")
+def delete_user(user_id: str):
+    user = _get_or_404(User, int_id(user_id, "user id"), "User")
+    if user.is_admin:
+        # The contract keeps the original answer; it also protects oneself and the last admin.
+        raise APIError(404, "User is admin")
+    jobs = db.session.execute(select(
+        Transcription.id, Transcription.txt_document_path, Transcription.md_document_path,
+        Transcription.word_document_path).where(Transcription.user_id == user.id)).all()
+    db.session.execute(delete(ErrorLog).where(ErrorLog.user_id == user.id))
+    db.session.execute(delete(Transcription).where(Transcription.user_id == user.id))
+    db.session.delete(user)
+    db.session.commit()
+    for job_id, *legacy_paths in jobs:
+        remove_job_files(job_id)
+        remove_legacy_documents(*legacy_paths)
+    return jsonify(message=f"User {user.username} deleted")
+
+
+# Transcriptions ----------------------------------------------------------------------------
+
+@bp.get("/transcriptions")
+def list_all_transcriptions():
+    limit, offset = pagination()
+    rows = db.session.execute(
+        transcription_rows(User.username)
+        .outerjoin(User, User.id == Transcription.user_id)
+        .order_by(Transcription.created_at.desc(), Transcription.id)
+        .limit(limit).offset(offset)).all()
+    return jsonify([admin_transcription(row) for row in rows])
+
+
+@bp.delete("/transcriptions/<transcription_id>")
+def delete_transcription(transcription_id: str):
+    job = _get_or_404(Transcription, uuid_id(transcription_id), "Transcription")
+    legacy_paths = (job.txt_document_path, job.md_document_path, job.word_document_path)
+    db.session.execute(delete(ErrorLog).where(ErrorLog.transcription_id == job.id))
+    db.session.delete(job)
+    db.session.commit()
+    remove_job_files(job.id)
+    remove_legacy_documents(*legacy_paths)
+    return jsonify(message="Transcription deleted")
+
+
+@bp.get("/download/<file_type>/<transcription_id>")
+def admin_download(file_type: str, transcription_id: str):
+    kind = _document_kind(file_type)
+    job = _get_or_404(Transcription, uuid_id(transcription_id), "Transcription")
+    return document_response(job, kind)
+
+
+# Logs and stats ----------------------------------------------------------------------------
+
+@bp.get("/logs")
+def list_logs():
+    limit, offset = pagination()
+    logs = db.session.execute(
+        select(ErrorLog).order_by(ErrorLog.created_at.desc(), ErrorLog.id.desc())
+        .limit(limit).offset(offset)).scalars()
+    return jsonify([error_log(log) for log in logs])
+
+
+@bp.get("/stats")
+def stats():
+    def count(model):
+        return select(func.count()).select_from(model).scalar_subquery()
+    users, transcriptions, errors = db.session.execute(
+        select(count(User), count(Transcription), count(ErrorLog))).one()
+    return jsonify(total_users=users, total_transcriptions=transcriptions, total_errors=errors)
+
+
+# Prompts -----------------------------------------------------------------------------------
+
+def _prompt_routes(path: str, model, setting_key: str, id_field: str) -> None:
+    """The four prompt routes, identical for transcribe and proofread prompts."""
+    label = model.__tablename__
+
+    def list_prompts():
+        limit, offset = pagination()
+        rows = db.session.execute(select(model).order_by(model.id.desc())
+                                  .limit(limit).offset(offset)).scalars()
+        return jsonify([prompt(p) for p in rows])
+
+    def create_prompt():
+        data = json_body()
+        version = string_field(data, "version", max_length=MAX_VERSION_LENGTH)
+        text = string_field(data, "prompt", max_length=MAX_PROMPT_LENGTH, min_length=0,
+                            strip=False)
+        item = model(version=version, prompt=text)
+        db.session.add(item)
+        db.session.commit()
+        return jsonify(prompt(item) | {"message": "Prompt created"}), 201
+
+    def get_active():
+        item = active_prompt(model)
+        if item is None:
+            raise APIError(404, "No active prompt is set")
+        return jsonify(prompt(item))
+
+    def set_active():
+        data = json_body()
+        if id_field not in data:
+            raise APIError(400, f"'{id_field}' is required")
+        prompt_id = int_id(data[id_field], f"'{id_field}'")
+        item = _get_or_404(model, prompt_id, "Prompt")
+        set_setting(setting_key, str(item.id), description=f"Active prompt from {label}")
+        db.session.commit()
+        return jsonify(message="Active prompt updated", prompt=prompt(item))
+
+    name = label.replace("_prompts", "")
+    bp.add_url_rule(f"/{path}", f"list_{name}_prompts", list_prompts, methods=["GET"])
+    bp.add_url_rule(f"/{path}", f"create_{name}_prompt", create_prompt, methods=["POST"])
+    bp.add_url_rule(f"/settings/active-{name}-prompt", f"get_active_{name}_prompt", get_active,
+                    methods=["GET"])
+    bp.add_url_rule(f"/settings/active-{name}-prompt", f"set_active_{name}_prompt", set_active,
+                    methods=["POST"])
+
+
+_prompt_routes("transcribe-prompts", TranscribePrompt, SETTING_ACTIVE_TRANSCRIBE_PROMPT,
+               "transcribe_prompt_id")
+_prompt_routes("proofread-prompts", ProofreadPrompt, SETTING_ACTIVE_PROOFREAD_PROMPT,
+               "proofread_prompt_id")
+
+
+# Settings ----------------------------------------------------------------------------------
+
+@bp.get("/settings")
+def list_settings():
+    limit, offset = pagination()
+    rows = db.session.execute(select(SystemSetting).order_by(SystemSetting.setting_key)
+                              .limit(limit).offset(offset)).scalars()
+    return jsonify([setting(s) for s in rows])
+
+
+def _setting_value(data: dict, key: str, required: bool) -> str | None:
+    value = string_field(data, "setting_value", max_length=MAX_SETTING_VALUE, min_length=0,
+                         required=required, allow_null=True)
+    problem = validate_setting_value(key, value)
+    if problem:
+        raise APIError(400, problem)
+    return value
+
+
+@bp.post("/settings")
+def create_setting():
+    data = json_body()
+    key = string_field(data, "setting_key", max_length=MAX_SETTING_KEY)
+    value = _setting_value(data, key, required=True)
+    description = string_field(data, "description", max_length=MAX_DESCRIPTION, required=False,
+                               min_length=0, allow_null=True)
+    if db.session.execute(select(SystemSetting.id).where(SystemSetting.setting_key == key)).first():
+        raise APIError(400, f"The setting {key!r} already exists; use PUT /admin/settings/<id>")
+    item = SystemSetting(setting_key=key, setting_value=value, description=description)
+    db.session.add(item)
+    db.session.commit()
+    return jsonify(setting(item) | {"message": "Setting created"}), 201
+
+
+@bp.put("/settings/<setting_id>")
+def update_setting(setting_id: str):
+    item = _get_or_404(SystemSetting, int_id(setting_id, "setting id"), "Setting")
+    data = json_body()
+    if not data.keys() & {"setting_value", "description"}:
+        raise APIError(400, "Send 'setting_value' and/or 'description'")
+    if "setting_key" in data and data["setting_key"] != item.setting_key:
+        raise APIError(400, "A setting's key cannot be changed; create a new setting instead")
+    if "setting_value" in data:
+        item.setting_value = _setting_value(data, item.setting_key, required=True)
+    if "description" in data:
+        item.description = string_field(data, "description", max_length=MAX_DESCRIPTION,
+                                        required=False, min_length=0, allow_null=True)
+    db.session.commit()
+    return jsonify(setting(item) | {"message": "Setting updated"})
+
+
+@bp.delete("/settings/<setting_id>")
+def delete_setting(setting_id: str):
+    item = _get_or_404(SystemSetting, int_id(setting_id, "setting id"), "Setting")
+    db.session.delete(item)
+    db.session.commit()
+    return jsonify(message=f"Setting {item.setting_key} deleted")
+
+
+def _get_or_404(model, ident, label: str):
+    item = db.session.get(model, ident)
+    if item is None:
+        raise APIError(404, f"{label} not found")
+    return item

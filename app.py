@@ -1,0 +1,119 @@
+"""The Flask application factory: config, extensions, blueprints, error handlers, CLI."""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask, Request
+from sqlalchemy import event, inspect, select
+from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+import pipeline
+from auth import init_jwt
+from config import BASE_DIR, load_config
+from database import db, migrate
+from errors import register_error_handlers
+from models import User
+from password import hash_password
+from storage import upload_tmp_dir
+
+log = logging.getLogger("ezra")
+
+
+class EzraRequest(Request):
+    # Uploads stream straight into the storage folder (never into memory, never a second
+    # copy): the job later takes the temporary file over by hard link.
+    def _get_file_stream(self, total_content_length, content_type, filename=None,
+                         content_length=None):
+        return tempfile.NamedTemporaryFile("wb+", dir=upload_tmp_dir(), prefix="upload-")
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, instance_path=str(BASE_DIR / "instance"))
+    app.request_class = EzraRequest
+    app.config.update(load_config(test_config))
+    app.config.setdefault("PIPELINE_ENABLED", True)
+    app.json.sort_keys = False
+    _configure_logging(app)
+
+    if app.config.get("TRUSTED_PROXY_COUNT"):
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXY_COUNT"],
+                                x_proto=1, x_host=1)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
+    init_jwt(app)
+    register_error_handlers(app)
+    pipeline.init_app(app)
+
+    from admin_routes import bp as admin_bp
+    from auth_routes import bp as auth_bp
+    from user_routes import bp as user_bp
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(user_bp)
+    app.register_blueprint(admin_bp)
+
+    app.cli.add_command(create_admin_command)
+    if app.config["EMBEDDED_DATABASE"] and not app.testing:
+        with app.app_context():
+            _first_start_hint()
+    return app
+
+
+def _configure_logging(app: Flask) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_foreign_keys(dbapi_connection, _record) -> None:
+    # SQLite ignores ON DELETE CASCADE unless asked; PostgreSQL always obeys it.
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def _first_start_hint() -> None:
+    if not inspect(db.engine).has_table("users"):
+        log.warning("The embedded database has no schema yet: run `flask --app app db upgrade`")
+        return
+    if db.session.execute(select(User.id).limit(1)).first() is None:
+        log.warning("No users yet. Create the first admin with: "
+                    "flask --app app create-admin <username>")
+
+
+@click.command("create-admin")
+@click.argument("username")
+@click.option("--password", help="The password; asked for (hidden) when left out.")
+def create_admin_command(username: str, password: str | None) -> None:
+    """Create an admin user, or make an existing user an admin and set their password."""
+    from flask import current_app
+    username = username.strip()
+    if not username or len(username) > 64:
+        raise click.UsageError("USERNAME must be 1 to 64 characters")
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    minimum = current_app.config["PASSWORD_MIN_LENGTH"]
+    if len(password) < minimum:
+        raise click.UsageError(f"The password must be at least {minimum} characters")
+    user = db.session.execute(select(User).where(User.username == username)).scalar_one_or_none()
+    if user is None:
+        db.session.add(User(username=username, password_hash=hash_password(password),
+                            is_admin=True))
+        click.echo(f"Created admin {username}")
+    else:
+        user.password_hash = hash_password(password)
+        user.is_admin = True
+        user.token_version += 1
+        click.echo(f"Updated {username}: admin, new password")
+    db.session.commit()
+
+
+if __name__ == "__main__":
+    create_app().run(host="127.0.0.1", port=5000)

@@ -1,0 +1,169 @@
+"""Configuration: embedded defaults, then the environment (and `.env`), then a test dict.
+
+Every variable is parsed strictly; a bad value stops start-up with a message that names it.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Callable
+
+from dotenv import load_dotenv
+
+BASE_DIR = Path(__file__).resolve().parent
+
+
+class ConfigError(RuntimeError):
+    """Start-up configuration is missing or wrong; the message says which variable."""
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _parse_int(name: str, raw: str, minimum: int | None = None) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _parse_float(name: str, raw: str, minimum: float | None = None) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _parse_list(name: str, raw: str) -> list[str]:
+    return [item.strip().lower() for item in raw.split(",") if item.strip()]
+
+
+# name -> (default, parser). Strings use `str`. The README's table mirrors this list.
+_VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
+    "EZRA_ENV": ("development", lambda n, v: v.strip().lower()),
+    "DATABASE_URL": (None, lambda n, v: v.strip()),
+    "JWT_SECRET_KEY": (None, lambda n, v: v),
+    "JWT_ACCESS_TOKEN_HOURS": (12, lambda n, v: _parse_int(n, v, 1)),
+    "JWT_REFRESH_TOKEN_DAYS": (30, lambda n, v: _parse_int(n, v, 1)),
+    "STORAGE_DIR": (str(BASE_DIR / "instance" / "storage"), lambda n, v: v.strip()),
+    "LEGACY_FILES_DIR": (str(BASE_DIR / "user-files"), lambda n, v: v.strip()),
+    "MAX_UPLOAD_MB": (500, lambda n, v: _parse_int(n, v, 1)),
+    "PASSWORD_MIN_LENGTH": (8, lambda n, v: _parse_int(n, v, 8)),
+    "ARGON2_MEMORY_KIB": (65536, lambda n, v: _parse_int(n, v, 19456)),
+    "ARGON2_TIME_COST": (3, lambda n, v: _parse_int(n, v, 2)),
+    "TRUSTED_PROXY_COUNT": (0, lambda n, v: _parse_int(n, v, 0)),
+    "LIST_MAX_LIMIT": (1000, lambda n, v: _parse_int(n, v, 1)),
+    "EXECUTOR_MAX_WORKERS": (2, lambda n, v: _parse_int(n, v, 1)),
+    "MAX_UNFINISHED_JOBS_PER_USER": (3, lambda n, v: _parse_int(n, v, 1)),
+    "JOB_LEASE_SECONDS": (120, lambda n, v: _parse_int(n, v, 10)),
+    "JOB_RECOVERY_INTERVAL_SECONDS": (30, lambda n, v: _parse_int(n, v, 0)),
+    "JOB_MAX_ATTEMPTS": (3, lambda n, v: _parse_int(n, v, 1)),
+    # Fetching
+    "ALLOWED_LINK_HOSTS": (None, _parse_list),
+    "ALLOW_PRIVATE_ADDRESSES": (False, _parse_bool),
+    "MAX_AUDIO_SECONDS": (6 * 3600, lambda n, v: _parse_int(n, v, 1)),
+    "MAX_DOWNLOAD_MB": (1024, lambda n, v: _parse_int(n, v, 1)),
+    # Transcription
+    "TRANSCRIBE_ENGINE": ("remote", lambda n, v: v.strip().lower()),
+    "TRANSCRIBE_API_URL": (None, lambda n, v: v.strip()),
+    "GET_RESULT_TRANSCRIBE_API_URL": (None, lambda n, v: v.strip()),
+    "TRANSCRIBE_API_KEY": (None, lambda n, v: v),
+    "TRANSCRIBE_TIMEOUT_SECONDS": (3 * 3600, lambda n, v: _parse_int(n, v, 1)),
+    "TRANSCRIBE_POLL_MAX_SECONDS": (30.0, lambda n, v: _parse_float(n, v, 0.01)),
+    "OPENAI_TRANSCRIBE_BASE_URL": (None, lambda n, v: v.strip()),
+    "OPENAI_TRANSCRIBE_API_KEY": (None, lambda n, v: v),
+    "OPENAI_TRANSCRIBE_MODEL": ("whisper-1", lambda n, v: v.strip()),
+    "TRANSCRIBE_CHUNK_SECONDS": (1200, lambda n, v: _parse_int(n, v, 10)),
+    "TRANSCRIBE_CONCURRENCY": (4, lambda n, v: _parse_int(n, v, 1)),
+    "LOCAL_WHISPER_MODEL": ("small", lambda n, v: v.strip()),
+    "LOCAL_WHISPER_DEVICE": ("cpu", lambda n, v: v.strip()),
+    # Proofreading
+    "DEEPSEEK_BASE_URL": (None, lambda n, v: v.strip()),
+    "DEEPSEEK_API_KEY": (None, lambda n, v: v),
+    "PROOFREAD_MODEL": ("deepseek-chat", lambda n, v: v.strip()),
+    "PROOFREAD_SLICE_CHARS": (6000, lambda n, v: _parse_int(n, v, 200)),
+    "PROOFREAD_CONCURRENCY": (4, lambda n, v: _parse_int(n, v, 1)),
+    "PROOFREAD_TIMEOUT_SECONDS": (300.0, lambda n, v: _parse_float(n, v, 0.1)),
+    "PROOFREAD_MAX_RETRIES": (5, lambda n, v: _parse_int(n, v, 0)),
+}
+
+
+def _instance_secret(instance_dir: Path) -> str:
+    """Development only: one JWT secret generated once and shared by every worker."""
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    path = instance_dir / "jwt-secret"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def normalize_database_url(url: str) -> str:
+    """`postgres://` (Heroku style) and bare `postgresql://` mean psycopg2, the driver
+    installed; SQLAlchemy 2.1 would otherwise look for psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix):]
+    return url
+
+
+def load_config(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build the settings dict for Flask's `app.config`."""
+    load_dotenv(BASE_DIR / ".env", override=False)
+    config: dict[str, Any] = {}
+    for name, (default, parse) in _VARIABLES.items():
+        raw = os.environ.get(name)
+        config[name] = parse(name, raw) if raw not in (None, "") else default
+    if test_config:
+        config.update(test_config)
+
+    env = config["EZRA_ENV"]
+    if env not in ("development", "production"):
+        raise ConfigError(f"EZRA_ENV must be development or production, got {env!r}")
+    instance_dir = BASE_DIR / "instance"
+
+    if not config["DATABASE_URL"]:
+        if env == "production":
+            raise ConfigError("DATABASE_URL is required when EZRA_ENV=production")
+        instance_dir.mkdir(parents=True, exist_ok=True)
+        config["DATABASE_URL"] = f"sqlite:///{instance_dir / 'ezra.sqlite3'}"
+        config["EMBEDDED_DATABASE"] = True
+    else:
+        config.setdefault("EMBEDDED_DATABASE", False)
+    config["DATABASE_URL"] = normalize_database_url(config["DATABASE_URL"])
+
+    secret = config["JWT_SECRET_KEY"]
+    if not secret:
+        if env == "production":
+            raise ConfigError("JWT_SECRET_KEY is required when EZRA_ENV=production "
+                              "(at least 32 bytes, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)")
+        secret = _instance_secret(instance_dir)
+    if len(secret.encode()) < 32 and env == "production":
+        raise ConfigError("JWT_SECRET_KEY must be at least 32 bytes long in production")
+    config["JWT_SECRET_KEY"] = secret
+
+    if config["TRANSCRIBE_ENGINE"] not in ("remote", "openai", "local"):
+        raise ConfigError("TRANSCRIBE_ENGINE must be remote, openai or local, "
+                          f"got {config['TRANSCRIBE_ENGINE']!r}")
+
+    config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    # The request body cap and the upload streaming cap are one number.
+    config["MAX_CONTENT_LENGTH"] = config["MAX_UPLOAD_MB"] * 1024 * 1024 + 64 * 1024
+    return config

@@ -1,0 +1,85 @@
+"""One error type for views, and handlers that turn every failure into contract JSON."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, request
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+from database import db
+
+log = logging.getLogger("ezra.errors")
+
+
+class APIError(Exception):
+    """Raised by views and services; becomes `{"error": message}` with `status`."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None):
+    response = jsonify(error=message)
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+# Short, actionable texts for the HTTP errors Flask/Werkzeug raise on their own.
+_HTTP_MESSAGES = {
+    400: "The request could not be understood",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "The request body is too large",
+    415: "Unsupported media type",
+}
+
+
+def _is_disconnect(exc: SQLAlchemyError) -> bool:
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(APIError)
+    def handle_api_error(exc: APIError):
+        return error_response(exc.status, exc.message, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(exc: HTTPException):
+        status = exc.code or 500
+        message = _HTTP_MESSAGES.get(status, exc.name)
+        if status == 404:
+            message = f"Not found: no route {request.method} {request.path}"
+        elif status == 405:
+            allowed = ", ".join(sorted(m for m in (exc.valid_methods or []) if m != "OPTIONS"))
+            message = f"Method {request.method} is not allowed here" + (
+                f"; use {allowed}" if allowed else "")
+        elif status == 413:
+            limit_mb = app.config["MAX_UPLOAD_MB"]
+            message = f"The request body is too large; the limit is {limit_mb} MB"
+        headers = {}
+        if status == 405 and exc.valid_methods:
+            headers["Allow"] = ", ".join(exc.valid_methods)
+        return error_response(status, message, headers)
+
+    @app.errorhandler(SQLAlchemyError)
+    def handle_database_error(exc: SQLAlchemyError):
+        db.session.rollback()
+        if _is_disconnect(exc):
+            log.warning("database unavailable: %s", exc.__class__.__name__)
+            return error_response(503, "The database is unavailable; try again in a moment",
+                                  {"Retry-After": "5"})
+        log.exception("database error on %s %s", request.method, request.path)
+        return error_response(500, "Internal server error")
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        db.session.rollback()
+        return error_response(500, "Internal server error")

@@ -1,0 +1,146 @@
+"""ORM models and the status vocabulary. No I/O here.
+
+Column names and nullability follow the schema that existing deployments already have
+(shared/legacy-schema.md) so that upgrading them changes no row; new columns are additive.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import (Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
+                        String, Text, Uuid, false, func, text)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from database import db
+
+# The contract's status words, in pipeline order. The frontend maps each to a label.
+SUBMITTED = "submitted"
+UPLOADING = "uploading"
+TRIMMING = "trimming"
+WAITING = "waiting"
+TRANSCRIBING = "transcribing"
+WAITING_FOR_PROOFREADING = "waiting_for_proofreading"
+PROOFREADING = "proofreading"
+CONVERTING = "converting"
+COMPLETED = "completed"
+ERROR = "error"
+CANCELLED = "cancelled"  # new: a job the user stopped
+
+FINAL_STATUSES = frozenset({COMPLETED, ERROR, CANCELLED})
+DOCUMENT_KINDS = ("txt", "md", "docx")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _created_at() -> Mapped[datetime | None]:
+    return mapped_column(DateTime(timezone=True), default=utcnow, server_default=func.now())
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(Text, unique=True)
+    # The legacy column is called `password`; it always held a hash, never the password.
+    password_hash: Mapped[str] = mapped_column("password", Text)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime | None] = _created_at()
+    # Bumped on password reset: tokens carry it, so older tokens stop working.
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
+
+class Transcription(db.Model):
+    __tablename__ = "transcriptions"
+    __table_args__ = (
+        Index("ix_transcriptions_user_id_created_at", "user_id", "created_at"),
+        Index("ix_transcriptions_created_at", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    audio_file_path: Mapped[str | None] = mapped_column(Text)
+    # The submitted link (YouTube or Drive); the legacy name stays for the contract.
+    google_drive_url: Mapped[str | None] = mapped_column(Text)
+    # Disk paths of documents written by the earlier implementation (legacy rows only).
+    txt_document_path: Mapped[str | None] = mapped_column(Text)
+    md_document_path: Mapped[str | None] = mapped_column(Text)
+    word_document_path: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(Text, default=SUBMITTED, server_default=SUBMITTED)
+    transcribe_prompt: Mapped[str | None] = mapped_column(Text)
+    proofread_prompt: Mapped[str | None] = mapped_column(Text)
+    inference_duration: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime | None] = _created_at()
+    updated_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=func.now())
+
+    # New in Ezra
+    audio_file_name: Mapped[str | None] = mapped_column(Text)
+    source_type: Mapped[str | None] = mapped_column(String(16))  # youtube | drive | upload
+    start_seconds: Mapped[float | None] = mapped_column(Float)
+    end_seconds: Mapped[float | None] = mapped_column(Float)
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+
+class ErrorLog(db.Model):
+    __tablename__ = "error_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    transcription_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("transcriptions.id", ondelete="CASCADE"), index=True)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    stack_trace: Mapped[str | None] = mapped_column(Text)
+    inference: Mapped[bool | None] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now(), index=True)
+    step: Mapped[str | None] = mapped_column(String(32))  # new: where the job failed
+
+
+class _PromptColumns:
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime | None] = _created_at()
+
+
+class TranscribePrompt(_PromptColumns, db.Model):
+    __tablename__ = "transcribe_prompts"
+
+
+class ProofreadPrompt(_PromptColumns, db.Model):
+    __tablename__ = "proofread_prompts"
+
+
+class SystemSetting(db.Model):
+    __tablename__ = "system_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    setting_key: Mapped[str] = mapped_column(Text, unique=True)
+    setting_value: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime | None] = _created_at()
+    updated_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=func.now())
+
+
+class Document(db.Model):
+    """A finished document (txt, md or docx), kept in the database so that every worker and
+    every machine can serve it and a database backup holds it."""
+    __tablename__ = "documents"
+
+    transcription_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("transcriptions.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # one of DOCUMENT_KINDS
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now())
+
+
+# Setting keys the service itself reads.
+SETTING_TRANSCRIBING_ALLOWED = "transcribing_allowed"
+SETTING_ACTIVE_TRANSCRIBE_PROMPT = "active_transcribe_prompt_id"
+SETTING_ACTIVE_PROOFREAD_PROMPT = "active_proofread_prompt_id"

@@ -1,0 +1,106 @@
+"""JSON shapes of the contract, and the list queries that feed them in one statement each."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Select, and_, exists, select
+
+from models import Document, ErrorLog, SystemSetting, Transcription, User
+
+# Contract file_type -> stored document kind, and the legacy path column for each kind.
+FILE_TYPES = {"txt": "txt", "md": "md", "word": "docx", "docx": "docx"}
+LEGACY_PATH_COLUMN = {"txt": "txt_document_path", "md": "md_document_path",
+                      "docx": "word_document_path"}
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite drops the zone; everything is stored in UTC
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat()
+
+
+def _has_document(kind: str):
+    return exists().where(and_(Document.transcription_id == Transcription.id,
+                               Document.kind == kind)).label(f"has_{kind}")
+
+
+def transcription_rows(*extra_columns) -> Select:
+    """Transcriptions with a flag per stored document; callers add filters and paging."""
+    return select(Transcription, *[_has_document(k) for k in ("txt", "md", "docx")],
+                  *extra_columns)
+
+
+def document_link(row: Any, kind: str) -> str | None:
+    """Truthy once the document exists: the route that downloads it."""
+    transcription = row[0]
+    stored = getattr(row, f"has_{kind}")
+    legacy = getattr(transcription, LEGACY_PATH_COLUMN[kind])
+    if not (stored or legacy):
+        return None
+    file_type = "word" if kind == "docx" else kind
+    return f"/download/{file_type}/{transcription.id}"
+
+
+def user_transcription(row: Any) -> dict[str, Any]:
+    t: Transcription = row[0]
+    return {
+        "id": str(t.id),
+        "created_at": iso(t.created_at),
+        "updated_at": iso(t.updated_at),
+        "status": t.status,
+        "word_document_path": document_link(row, "docx"),
+        "txt_document_path": document_link(row, "txt"),
+        "md_document_path": document_link(row, "md"),
+        "audio_file_name": t.audio_file_name or t.google_drive_url,
+        "google_drive_url": t.google_drive_url,
+        "start_seconds": t.start_seconds,
+        "end_seconds": t.end_seconds,
+        "error_message": t.error_message,
+    }
+
+
+def admin_transcription(row: Any) -> dict[str, Any]:
+    t: Transcription = row[0]
+    return {
+        "id": str(t.id),
+        "user_id": t.user_id,
+        "username": row.username,
+        "audio_file_path": t.audio_file_path,
+        "audio_file_name": t.audio_file_name or t.google_drive_url,
+        "google_drive_url": t.google_drive_url,
+        "txt_document_path": document_link(row, "txt"),
+        "md_document_path": document_link(row, "md"),
+        "word_document_path": document_link(row, "docx"),
+        "status": t.status,
+        "error_message": t.error_message,
+        "transcribe_prompt": t.transcribe_prompt,
+        "proofread_prompt": t.proofread_prompt,
+        "inference_duration": t.inference_duration,
+        "created_at": iso(t.created_at),
+        "updated_at": iso(t.updated_at),
+    }
+
+
+def user_summary(user: User, transcription_count: int) -> dict[str, Any]:
+    return {"id": user.id, "username": user.username, "is_admin": bool(user.is_admin),
+            "created_at": iso(user.created_at), "transcription_count": transcription_count}
+
+
+def error_log(log: ErrorLog) -> dict[str, Any]:
+    return {"id": log.id, "user_id": log.user_id,
+            "transcription_id": str(log.transcription_id) if log.transcription_id else None,
+            "error_message": log.error_message, "stack_trace": log.stack_trace,
+            "inference": bool(log.inference), "step": log.step, "created_at": iso(log.created_at)}
+
+
+def prompt(p: Any) -> dict[str, Any]:
+    return {"id": p.id, "version": p.version, "prompt": p.prompt, "created_at": iso(p.created_at)}
+
+
+def setting(s: SystemSetting) -> dict[str, Any]:
+    return {"id": s.id, "setting_key": s.setting_key, "setting_value": s.setting_value,
+            "description": s.description, "created_at": iso(s.created_at),
+            "updated_at": iso(s.updated_at)}

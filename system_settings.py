@@ -1,0 +1,66 @@
+"""Reading the admin-managed settings the service itself obeys."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from database import db
+from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_PROMPT,
+                    SETTING_TRANSCRIBING_ALLOWED, ProofreadPrompt, SystemSetting,
+                    TranscribePrompt)
+
+SETTING_PROOFREADING_ENABLED = "proofreading_enabled"
+SETTING_PROOFREAD_MODEL = "proofread_model"
+
+# Settings whose values the service parses: key -> check returning an error text or None.
+BOOLEAN_SETTINGS = (SETTING_TRANSCRIBING_ALLOWED, SETTING_PROOFREADING_ENABLED)
+PROMPT_SETTINGS = {SETTING_ACTIVE_TRANSCRIBE_PROMPT: TranscribePrompt,
+                   SETTING_ACTIVE_PROOFREAD_PROMPT: ProofreadPrompt}
+
+
+def get_setting(key: str) -> str | None:
+    return db.session.execute(
+        select(SystemSetting.setting_value).where(SystemSetting.setting_key == key)
+    ).scalar_one_or_none()
+
+
+def get_flag(key: str, default: bool = True) -> bool:
+    value = get_setting(key)
+    if value is None:
+        return default
+    return value.strip().lower() == "true"
+
+
+def transcribing_allowed() -> bool:
+    return get_flag(SETTING_TRANSCRIBING_ALLOWED, default=True)
+
+
+def active_prompt(model: type[TranscribePrompt] | type[ProofreadPrompt]):
+    key = next(k for k, m in PROMPT_SETTINGS.items() if m is model)
+    value = get_setting(key)
+    if value is None or not value.strip().isdigit():
+        return None
+    return db.session.get(model, int(value))
+
+
+def set_setting(key: str, value: str, description: str | None = None) -> SystemSetting:
+    setting = db.session.execute(
+        select(SystemSetting).where(SystemSetting.setting_key == key)).scalar_one_or_none()
+    if setting is None:
+        setting = SystemSetting(setting_key=key, setting_value=value, description=description)
+        db.session.add(setting)
+    else:
+        setting.setting_value = value
+    return setting
+
+
+def validate_setting_value(key: str, value: str | None) -> str | None:
+    """An error text when `value` is not acceptable for a key the service reads."""
+    if key in BOOLEAN_SETTINGS and value not in ("true", "false"):
+        return f"'{key}' must be \"true\" or \"false\""
+    if key in PROMPT_SETTINGS:
+        if value is None or not value.isdigit() or db.session.get(PROMPT_SETTINGS[key],
+                                                                  int(value)) is None:
+            return f"'{key}' must be the id of an existing prompt"
+    if key == SETTING_PROOFREAD_MODEL and not (value or "").strip():
+        return f"'{key}' must name a model"
+    return None

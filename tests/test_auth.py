@@ -1,0 +1,147 @@
+"""POST /login, tokens, and what every token problem answers."""
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+import jwt as pyjwt
+import pytest
+from werkzeug.security import generate_password_hash
+
+from conftest import TEST_PASSWORD, TEST_SECRET, bearer, login
+from database import db
+from models import User
+
+
+def test_login_returns_token_and_admin_flag(client, user, admin):
+    response = client.post("/login", json={"username": "alice", "password": TEST_PASSWORD})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["is_admin"] is False
+    assert body["access_token"] and body["refresh_token"]
+    assert client.post("/login", json={"username": admin.username, "password": TEST_PASSWORD}
+                       ).get_json()["is_admin"] is True
+
+
+@pytest.mark.parametrize("username, password", [
+    ("alice", "wrong password"),
+    ("nobody", TEST_PASSWORD),
+    ("ALICE", TEST_PASSWORD),
+])
+def test_bad_credentials_keep_the_contract_shape(client, user, username, password):
+    response = client.post("/login", json={"username": username, "password": password})
+    assert response.status_code == 401
+    assert response.get_json() == {"msg": "Bad username or password"}
+
+
+@pytest.mark.parametrize("body, message", [
+    (None, "The request body must be a JSON object"),
+    ("not json{", "The request body is not valid JSON"),
+    ([1, 2], "The request body must be a JSON object"),
+    ({"password": "x"}, "'username' is required"),
+    ({"username": "alice"}, "'password' is required"),
+    ({"username": 5, "password": "x"}, "'username' must be a string"),
+    ({"username": "alice", "password": None}, "'password' must be a string"),
+    ({"username": "a" * 151, "password": "x"}, "'username' must be at most 150 characters"),
+    ({"username": "alice", "password": "p" * 2000}, "'password' must be at most 1024 characters"),
+])
+def test_malformed_login_bodies_get_400(client, user, body, message):
+    if body is None:
+        response = client.post("/login")
+    elif isinstance(body, str):
+        response = client.post("/login", data=body, content_type="application/json")
+    else:
+        response = client.post("/login", json=body)
+    assert response.status_code == 400
+    assert response.get_json() == {"error": message}
+
+
+def test_legacy_werkzeug_hashes_log_in_and_are_upgraded(app, client):
+    with app.app_context():
+        for name, method in (("old-scrypt", "scrypt:32768:8:1"), ("old-pbkdf2", "pbkdf2:sha256")):
+            db.session.add(User(username=name, password_hash=generate_password_hash(
+                "legacy-pass", method=method)))
+        db.session.commit()
+    for name in ("old-scrypt", "old-pbkdf2"):
+        login(client, name, "legacy-pass")
+        with app.app_context():
+            stored = db.session.query(User).filter_by(username=name).one().password_hash
+        assert stored.startswith("$argon2id$")
+        login(client, name, "legacy-pass")  # the upgraded hash verifies too
+        assert client.post("/login", json={"username": name, "password": "nope"}
+                           ).status_code == 401
+
+
+def _forge(payload: dict, secret: str = TEST_SECRET, alg: str = "HS256") -> str:
+    return pyjwt.encode(payload, secret, algorithm=alg)
+
+
+def _claims(user_id: int, **extra) -> dict:
+    import time
+    now = int(time.time())
+    claims = {"sub": str(user_id), "iat": now, "nbf": now, "exp": now + 600, "type": "access",
+              "fresh": False, "jti": "x", "tv": 0}
+    claims.update(extra)
+    return claims
+
+
+def _alg_none(payload: dict) -> str:
+    def part(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(payload)}."
+
+
+@pytest.mark.parametrize("make_header", [
+    lambda u: {},
+    lambda u: {"Authorization": "Bearer"},
+    lambda u: {"Authorization": "Basic YWxpY2U6cGFzcw=="},
+    lambda u: {"Authorization": "Bearer not-a-jwt"},
+    lambda u: bearer(_forge(_claims(u.id), secret="another-secret-that-is-long-enough-000")),
+    lambda u: bearer(_forge(_claims(u.id, exp=1, iat=0, nbf=0))),
+    lambda u: bearer(_alg_none(_claims(u.id))),
+    lambda u: bearer(_forge(_claims(999999))),
+    lambda u: bearer(_forge(_claims(u.id, sub="../../etc/passwd"))),
+    lambda u: bearer(_forge(_claims(u.id, tv=7))),
+    lambda u: bearer(_forge(_claims(u.id, type="refresh"))),
+], ids=["none", "empty-bearer", "basic", "garbage", "wrong-secret", "expired", "alg-none",
+        "unknown-user", "traversal-sub", "stale-token-version", "refresh-as-access"])
+def test_every_token_problem_is_a_401_json(client, user, make_header):
+    response = client.get("/transcriptions", headers=make_header(user))
+    assert response.status_code == 401
+    assert set(response.get_json()) == {"error"}
+
+
+def test_a_deleted_users_token_stops_working(client, user, user_headers, admin_headers):
+    assert client.get("/transcriptions", headers=user_headers).status_code == 200
+    assert client.delete(f"/admin/users/{user.id}", headers=admin_headers).status_code == 200
+    response = client.get("/transcriptions", headers=user_headers)
+    assert response.status_code == 401
+    assert "sign in again" in response.get_json()["error"]
+
+
+def test_password_reset_signs_the_user_out(client, user, user_headers, admin_headers):
+    response = client.patch(f"/admin/users/{user.id}", headers=admin_headers,
+                            json={"password": "a brand new password"})
+    assert response.status_code == 200
+    assert client.get("/transcriptions", headers=user_headers).status_code == 401
+    login(client, "alice", "a brand new password")
+
+
+def test_refresh_token_gives_a_new_access_token(client, user):
+    body = client.post("/login", json={"username": "alice", "password": TEST_PASSWORD}).get_json()
+    refreshed = client.post("/refresh", headers=bearer(body["refresh_token"]))
+    assert refreshed.status_code == 200
+    assert client.get("/transcriptions", headers=bearer(refreshed.get_json()["access_token"])
+                      ).status_code == 200
+    # An access token is not a refresh token.
+    assert client.post("/refresh", headers=bearer(body["access_token"])).status_code == 401
+
+
+def test_access_token_lifetime_is_configurable(make_app, make_user):
+    app = make_app(JWT_ACCESS_TOKEN_HOURS=2)
+    assert app.config["JWT_ACCESS_TOKEN_EXPIRES"] == timedelta(hours=2)
+    make_user("bob")
+    token = login(app.test_client(), "bob")
+    claims = pyjwt.decode(token, TEST_SECRET, algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 2 * 3600

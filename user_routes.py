@@ -1,0 +1,147 @@
+"""The signed-in user's routes: submit a job, list and read jobs, download documents."""
+from __future__ import annotations
+
+import io
+import uuid
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from flask_jwt_extended import current_user, jwt_required
+from sqlalchemy import func, select
+
+import pipeline
+from database import db
+from errors import APIError
+from links import LinkError, parse_link
+from models import FINAL_STATUSES, SUBMITTED, Document, Transcription
+from pandoc_service import safe_download_name
+from serializers import FILE_TYPES, LEGACY_PATH_COLUMN, transcription_rows, user_transcription
+from storage import legacy_document_path
+from system_settings import transcribing_allowed
+from validation import format_seconds, pagination, parse_timestamp, uuid_id
+
+bp = Blueprint("user", __name__)
+
+MIME_TYPES = {
+    "txt": "text/plain; charset=utf-8",
+    "md": "text/markdown; charset=utf-8",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+}
+MAX_FILENAME_LENGTH = 255
+
+
+@bp.post("/process")
+@jwt_required()
+def process():
+    if not transcribing_allowed():
+        raise APIError(503, "New transcriptions are paused by the administrators; "
+                            "please try again later")
+    form = request.form
+    link = (form.get("drive_link") or "").strip()
+    upload = request.files.get("file")
+    has_upload = upload is not None and bool(upload.filename)
+    if bool(link) == has_upload:
+        raise APIError(400, "Send exactly one of 'drive_link' (a YouTube or Google Drive link) "
+                            "or 'file' (an audio or video file)")
+    start = parse_timestamp(form.get("start_time"), "start_time")
+    end = parse_timestamp(form.get("end_time"), "end_time")
+    if start is not None and end is not None and start >= end:
+        raise APIError(400, f"'start_time' ({format_seconds(start)}) must be before "
+                            f"'end_time' ({format_seconds(end)})")
+    _check_unfinished_limit(current_user.id)
+
+    job = Transcription(id=uuid.uuid4(), user_id=current_user.id, status=SUBMITTED,
+                        start_seconds=start, end_seconds=end)
+    if link:
+        allowed = current_app.config["ALLOWED_LINK_HOSTS"]
+        try:
+            source = parse_link(link, frozenset(allowed) if allowed else None)
+        except LinkError as exc:
+            raise APIError(400, str(exc)) from None
+        job.google_drive_url = link
+        job.source_type = source.kind
+    else:
+        if len(upload.filename) > MAX_FILENAME_LENGTH:
+            raise APIError(400, f"The file name is longer than {MAX_FILENAME_LENGTH} characters")
+        job.source_type = "upload"
+        job.audio_file_name = Path(upload.filename.replace("\\", "/")).stem[:200] or "upload"
+        pipeline.accept_upload(job, upload)
+
+    db.session.add(job)
+    db.session.commit()
+    pipeline.enqueue(job.id)
+    return jsonify(message="Transcription request is submitted", transcription_id=str(job.id))
+
+
+def _check_unfinished_limit(user_id: int) -> None:
+    limit = current_app.config["MAX_UNFINISHED_JOBS_PER_USER"]
+    unfinished = db.session.execute(
+        select(func.count()).select_from(Transcription).where(
+            Transcription.user_id == user_id,
+            Transcription.status.not_in(FINAL_STATUSES))).scalar_one()
+    if unfinished >= limit:
+        raise APIError(429, f"You already have {unfinished} transcriptions in progress; "
+                            f"wait for one to finish (limit {limit})", {"Retry-After": "60"})
+
+
+@bp.get("/transcriptions")
+@jwt_required()
+def list_transcriptions():
+    limit, offset = pagination()
+    rows = db.session.execute(
+        transcription_rows()
+        .where(Transcription.user_id == current_user.id)
+        .order_by(Transcription.created_at.desc(), Transcription.id)
+        .limit(limit).offset(offset)).all()
+    return jsonify([user_transcription(row) for row in rows])
+
+
+@bp.get("/transcriptions/<transcription_id>")
+@jwt_required()
+def get_transcription(transcription_id: str):
+    row = _own_transcription_row(transcription_id)
+    return jsonify(user_transcription(row))
+
+
+def _own_transcription_row(transcription_id: str):
+    job_id = uuid_id(transcription_id)
+    row = db.session.execute(
+        transcription_rows().where(Transcription.id == job_id,
+                                   Transcription.user_id == current_user.id)).first()
+    if row is None:
+        raise APIError(404, "Transcription not found")
+    return row
+
+
+@bp.get("/download/<file_type>/<transcription_id>")
+@jwt_required()
+def download(file_type: str, transcription_id: str):
+    kind = _document_kind(file_type)
+    job_id = uuid_id(transcription_id)
+    job = db.session.execute(select(Transcription).where(
+        Transcription.id == job_id, Transcription.user_id == current_user.id)).scalar_one_or_none()
+    if job is None:
+        raise APIError(404, "Transcription not found")
+    return document_response(job, kind)
+
+
+def _document_kind(file_type: str) -> str:
+    if file_type not in FILE_TYPES:
+        raise APIError(400, "Unknown file type; use txt, md, word or docx")
+    return FILE_TYPES[file_type]
+
+
+def document_response(job: Transcription, kind: str) -> Response:
+    """The stored document as an attachment; legacy rows serve their recorded disk file."""
+    name = safe_download_name(job.audio_file_name, "." + kind, fallback=f"transcription-{job.id}")
+    content = db.session.execute(select(Document.content).where(
+        Document.transcription_id == job.id, Document.kind == kind)).scalar_one_or_none()
+    if content is not None:
+        # send_file writes the RFC 6266 header: an ASCII fallback plus filename* for UTF-8.
+        return send_file(io.BytesIO(content), mimetype=MIME_TYPES[kind], as_attachment=True,
+                         download_name=name)
+    legacy = legacy_document_path(getattr(job, LEGACY_PATH_COLUMN[kind]))
+    if legacy is not None:
+        return send_file(legacy, mimetype=MIME_TYPES[kind], as_attachment=True,
+                         download_name=name)
+    raise APIError(404, f"The {kind} document of this transcription is not ready")

@@ -1,0 +1,124 @@
+"""Strict parsing of request input. Each helper returns a clean value or raises APIError(400)."""
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from flask import current_app, request
+
+from errors import APIError
+
+MAX_INT_ID = 2**31 - 1  # ids are PostgreSQL `integer`
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object; a clear 400 for a missing, malformed or non-object body."""
+    if not request.data:
+        raise APIError(400, "The request body must be a JSON object")
+    data = request.get_json(silent=True, force=True)
+    if data is None:
+        raise APIError(400, "The request body is not valid JSON")
+    if not isinstance(data, dict):
+        raise APIError(400, "The request body must be a JSON object")
+    return data
+
+
+def string_field(data: dict[str, Any], name: str, *, max_length: int, required: bool = True,
+                 min_length: int = 1, allow_null: bool = False, strip: bool = True) -> str | None:
+    if name not in data or (data[name] is None and not required):
+        if required:
+            raise APIError(400, f"'{name}' is required")
+        return None
+    value = data[name]
+    if value is None and allow_null:
+        return None
+    if not isinstance(value, str):
+        raise APIError(400, f"'{name}' must be a string")
+    if strip:
+        value = value.strip()
+    if len(value) < min_length:
+        raise APIError(400, f"'{name}' must not be empty" if min_length == 1
+                       else f"'{name}' must be at least {min_length} characters")
+    if len(value) > max_length:
+        raise APIError(400, f"'{name}' must be at most {max_length} characters")
+    return value
+
+
+def bool_field(data: dict[str, Any], name: str, *, default: bool | None = None) -> bool:
+    """A JSON true/false only: "yes", 1 and null are errors, never an admin by accident."""
+    if name not in data:
+        if default is None:
+            raise APIError(400, f"'{name}' is required")
+        return default
+    value = data[name]
+    if not isinstance(value, bool):
+        raise APIError(400, f"'{name}' must be true or false")
+    return value
+
+
+def int_id(value: Any, what: str) -> int:
+    """An integer id from a URL part or a JSON value; numeric strings are accepted
+    because the frontend sends ids from select boxes as strings."""
+    if isinstance(value, bool):
+        raise APIError(400, f"{what} must be a whole number")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d{1,10}\s*", value):
+        number = int(value)
+    else:
+        raise APIError(400, f"{what} must be a whole number")
+    if not 1 <= number <= MAX_INT_ID:
+        raise APIError(400, f"{what} is out of range")
+    return number
+
+
+def uuid_id(value: str, what: str = "transcription id") -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        raise APIError(400, f"The {what} must be a UUID, got {value[:40]!r}") from None
+
+
+def pagination() -> tuple[int, int]:
+    """`limit` and `offset` query parameters: defaults return up to the cap, as before."""
+    cap = current_app.config["LIST_MAX_LIMIT"]
+    limit = _query_int("limit", default=cap, minimum=1)
+    offset = _query_int("offset", default=0, minimum=0)
+    if limit > cap:
+        raise APIError(400, f"'limit' must be at most {cap}")
+    return limit, offset
+
+
+def _query_int(name: str, *, default: int, minimum: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"\d{1,9}", raw):
+        raise APIError(400, f"'{name}' must be a whole number")
+    value = int(raw)
+    if value < minimum:
+        raise APIError(400, f"'{name}' must be at least {minimum}")
+    return value
+
+
+_TIME_RE = re.compile(r"^(?:(?:(\d{1,3}):)?([0-5]?\d):)?(\d{1,6}(?:\.\d{1,3})?)$")
+
+
+def parse_timestamp(raw: str | None, name: str) -> float | None:
+    """`"hh:mm:ss"`, `"mm:ss"` or `"ss"` (seconds may carry a fraction) → seconds."""
+    if raw is None or raw.strip() == "":
+        return None
+    text = raw.strip()
+    match = _TIME_RE.match(text)
+    if not match:
+        raise APIError(400, f"'{name}' must look like hh:mm:ss, mm:ss or ss, got {text[:20]!r}")
+    hours, minutes, seconds = match.groups()
+    if (hours or minutes) and float(seconds) >= 60:
+        raise APIError(400, f"'{name}' has seconds of 60 or more: {text!r}")
+    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds)
+
+
+def format_seconds(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
