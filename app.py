@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 from flask import Flask, Request
+from flask.cli import with_appcontext
 from sqlalchemy import event, inspect, select
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -90,6 +91,7 @@ def _first_start_hint() -> None:
 
 @click.command("create-admin")
 @click.argument("username")
+@with_appcontext
 @click.option("--password", help="The password; asked for (hidden) when left out.")
 def create_admin_command(username: str, password: str | None) -> None:
     """Create an admin user, or make an existing user an admin and set their password."""

@@ -102,21 +102,27 @@ def _query_int(name: str, *, default: int, minimum: int) -> int:
     return value
 
 
-_TIME_RE = re.compile(r"^(?:(?:(\d{1,3}):)?([0-5]?\d):)?(\d{1,6}(?:\.\d{1,3})?)$")
+_TIME_PART = re.compile(r"^\d{1,4}$")
+_SECONDS_PART = re.compile(r"^\d{1,6}(?:\.\d{1,3})?$")
 
 
 def parse_timestamp(raw: str | None, name: str) -> float | None:
-    """`"hh:mm:ss"`, `"mm:ss"` or `"ss"` (seconds may carry a fraction) → seconds."""
+    """`"hh:mm:ss"`, `"mm:ss"` or `"ss"` (seconds may carry a fraction) → seconds.
+    A leading part may exceed 59 (`"75:00"` is 75 minutes); inner parts may not."""
     if raw is None or raw.strip() == "":
         return None
     text = raw.strip()
-    match = _TIME_RE.match(text)
-    if not match:
+    parts = text.split(":")
+    if (len(parts) > 3 or not _SECONDS_PART.match(parts[-1])
+            or not all(_TIME_PART.match(p) for p in parts[:-1])):
         raise APIError(400, f"'{name}' must look like hh:mm:ss, mm:ss or ss, got {text[:20]!r}")
-    hours, minutes, seconds = match.groups()
-    if (hours or minutes) and float(seconds) >= 60:
-        raise APIError(400, f"'{name}' has seconds of 60 or more: {text!r}")
-    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds)
+    numbers = [int(p) for p in parts[:-1]] + [float(parts[-1])]
+    if len(numbers) > 1 and numbers[-1] >= 60 or len(numbers) == 3 and numbers[1] >= 60:
+        raise APIError(400, f"'{name}' has minutes or seconds of 60 or more: {text!r}")
+    seconds = 0.0
+    for number in numbers:
+        seconds = seconds * 60 + number
+    return seconds
 
 
 def format_seconds(seconds: float) -> str:
