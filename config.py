@@ -74,6 +74,8 @@ _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     # Fetching
     "ALLOWED_LINK_HOSTS": (None, _parse_list),
     "ALLOW_PRIVATE_ADDRESSES": (False, _parse_bool),
+    # Where Drive files are downloaded from; tests point it at a local stand-in.
+    "DRIVE_BASE_URL": ("https://drive.google.com", lambda n, v: v.strip().rstrip("/")),
     "MAX_AUDIO_SECONDS": (6 * 3600, lambda n, v: _parse_int(n, v, 1)),
     "MAX_DOWNLOAD_MB": (1024, lambda n, v: _parse_int(n, v, 1)),
     # Transcription

@@ -52,6 +52,7 @@ def parse_link(link: str, allowed_hosts: frozenset[str] | set[str] | None = None
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:
         raise LinkError("The link's host or port is malformed") from None
+    # Configuration may narrow the hosts (e.g. Drive only), never widen them.
     allowed = allowed_hosts if allowed_hosts is not None else DEFAULT_ALLOWED_HOSTS
     if host not in allowed:
         raise LinkError("Only YouTube and Google Drive links are accepted")
@@ -59,8 +60,7 @@ def parse_link(link: str, allowed_hosts: frozenset[str] | set[str] | None = None
         return _youtube(parts, host)
     if host in DRIVE_HOSTS:
         return _drive(parts)
-    # A host admitted by configuration only (tests, private deployments): a direct file.
-    return Source("direct", link, link)
+    raise LinkError("Only YouTube and Google Drive links are accepted")
 
 
 def _youtube(parts, host: str) -> Source:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import (Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
+from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
                         String, Text, Uuid, false, func, text)
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -83,6 +83,18 @@ class Transcription(db.Model):
     end_seconds: Mapped[float | None] = mapped_column(Float)
     error_message: Mapped[str | None] = mapped_column(Text)
 
+    # The pipeline's durable state (see pipeline.py)
+    progress_step: Mapped[str | None] = mapped_column(String(32))
+    progress_done: Mapped[int | None] = mapped_column(BigInteger)
+    progress_total: Mapped[int | None] = mapped_column(BigInteger)
+    engine: Mapped[str | None] = mapped_column(String(16))
+    proofread_note: Mapped[str | None] = mapped_column(Text)  # why the Markdown is unproofread
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=false())
+
 
 class ErrorLog(db.Model):
     __tablename__ = "error_logs"
@@ -138,6 +150,30 @@ class Document(db.Model):
     content: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, server_default=func.now())
+
+
+class JobChunk(db.Model):
+    """One finished piece of a job's paid work (a transcribed audio chunk, a proofread
+    slice): a resumed job skips what is here, so nothing is paid for twice."""
+    __tablename__ = "job_chunks"
+
+    transcription_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("transcriptions.id", ondelete="CASCADE"), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(16), primary_key=True)  # transcribe | proofread
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now())
+
+
+class AppAsset(db.Model):
+    """Files admins can replace, shared by every worker: the Word reference document."""
+    __tablename__ = "app_assets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=func.now())
 
 
 # Setting keys the service itself reads.

@@ -1,29 +1,57 @@
-"""The background job: hand-off from POST /process to the in-process executor."""
+"""The background job: fetch → trim → transcribe → proofread → convert.
+
+Durable and resumable:
+- a job runs where it holds the lease (`lease_owner`, `lease_expires_at` on its row), which
+  a live runner renews every few seconds; a crashed runner's lease expires and the
+  recovery loop of any worker on any machine claims the job again;
+- every step knows from durable state whether it already ran (documents in the database,
+  finished chunks in `job_chunks`, complete scratch files renamed into place), so a resumed
+  job continues from its last finished step and chunk without paying twice;
+- each status change is its own short transaction; no transaction spans slow I/O.
+"""
 from __future__ import annotations
 
 import logging
 import os
+import random
+import re
+import socket
+import tempfile
+import threading
+import time
+import traceback
 import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from flask import Flask, current_app
 from flask_executor import Executor
+from sqlalchemy import or_, select, update
 from werkzeug.datastructures import FileStorage
 
+import models as m
+from database import db
 from errors import APIError
-from models import Transcription
+from links import parse_link
+from models import AppAsset, Document, ErrorLog, JobChunk, Transcription, utcnow
 from storage import job_dir, remove_job_files
 
 log = logging.getLogger("ezra.pipeline")
 executor = Executor()
 
 UPLOAD_NAME = "source.upload"
+REFERENCE_DOCX_ASSET = "reference.docx"
 
+
+# Hand-off from the request ------------------------------------------------------------------
 
 def init_app(app: Flask) -> None:
     app.config.setdefault("EXECUTOR_TYPE", "thread")
-    app.config["EXECUTOR_MAX_WORKERS"] = app.config["EXECUTOR_MAX_WORKERS"]
     app.config.setdefault("EXECUTOR_PROPAGATE_EXCEPTIONS", False)
     executor.init_app(app)
+    if app.config["PIPELINE_ENABLED"] and app.config["JOB_RECOVERY_INTERVAL_SECONDS"] > 0:
+        app.before_request(lambda: _ensure_recovery_thread(app))
+        _ensure_recovery_thread(app)
 
 
 def accept_upload(job: Transcription, upload: FileStorage) -> None:
@@ -35,7 +63,7 @@ def accept_upload(job: Transcription, upload: FileStorage) -> None:
     try:
         if isinstance(stream_name, str) and os.path.exists(stream_name):
             os.link(stream_name, target)
-        else:  # small uploads may arrive in memory in tests; copy them in chunks
+        else:  # small uploads may arrive in memory; copy them in chunks
             upload.save(target)
         require_audio(target)
     except AudioError as exc:
@@ -51,8 +79,533 @@ def accept_upload(job: Transcription, upload: FileStorage) -> None:
 
 def enqueue(job_id: uuid.UUID) -> None:
     if current_app.config["PIPELINE_ENABLED"]:
-        executor.submit(run_job, job_id)
+        _submit(job_id)
+
+
+def _submit(job_id: uuid.UUID) -> None:
+    """Queue the job on Flask-Executor's pool with a fresh app context only.
+
+    `executor.submit` would copy the *request* context into the task: that fails outside a
+    request (the recovery loop) and would pin the request, with its upload, for the whole
+    job. So the pool Flask-Executor built (sized by EXECUTOR_MAX_WORKERS) is used directly.
+    """
+    app = current_app._get_current_object()
+    _queued.add(job_id)
+
+    def task() -> None:
+        with app.app_context():
+            run_job(job_id)
+    executor._self.submit(task)
+
+
+# Claiming, leases, recovery -------------------------------------------------------------------
+
+_queued: set[uuid.UUID] = set()  # ids waiting in this process's executor queue
+_recovery_threads: dict[int, threading.Thread] = {}
+
+
+def _lease_seconds() -> int:
+    return current_app.config["JOB_LEASE_SECONDS"]
+
+
+def _claim(job_id: uuid.UUID, owner: str) -> bool:
+    now = utcnow()
+    result = db.session.execute(
+        update(Transcription)
+        .where(Transcription.id == job_id,
+               Transcription.status.not_in(m.FINAL_STATUSES),
+               or_(Transcription.lease_expires_at.is_(None),
+                   Transcription.lease_expires_at < now))
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=_lease_seconds()),
+                attempts=Transcription.attempts + 1)
+        .execution_options(synchronize_session=False))
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def _release(job_id: uuid.UUID, owner: str) -> None:
+    db.session.execute(update(Transcription)
+                       .where(Transcription.id == job_id, Transcription.lease_owner == owner)
+                       .values(lease_owner=None, lease_expires_at=None)
+                       .execution_options(synchronize_session=False))
+    db.session.commit()
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the lease while the job runs and notices cancellation or a lost lease."""
+
+    def __init__(self, app: Flask, job_id: uuid.UUID, owner: str):
+        super().__init__(name=f"lease-{job_id}", daemon=True)
+        self.app, self.job_id, self.owner = app, job_id, owner
+        self.stopped = threading.Event()
+        self.cancelled = threading.Event()
+        self.lost = threading.Event()
+        lease = app.config["JOB_LEASE_SECONDS"]
+        self.interval = max(0.2, min(lease / 3, 5.0))
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                with self.app.app_context():
+                    self.renew()
+            except Exception:  # the database may be restarting; the lease covers a while
+                log.warning("job=%s lease renewal failed", self.job_id, exc_info=True)
+
+    def renew(self) -> None:
+        lease = self.app.config["JOB_LEASE_SECONDS"]
+        result = db.session.execute(
+            update(Transcription)
+            .where(Transcription.id == self.job_id, Transcription.lease_owner == self.owner)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease))
+            .returning(Transcription.cancel_requested))
+        row = result.first()
+        db.session.commit()
+        if row is None:
+            self.lost.set()
+        elif row[0]:
+            self.cancelled.set()
+
+    def should_stop(self) -> bool:
+        return self.cancelled.is_set() or self.lost.is_set()
+
+
+def _ensure_recovery_thread(app: Flask) -> None:
+    # Keyed by pid: a thread started before gunicorn forks does not exist in the worker.
+    pid = os.getpid()
+    thread = _recovery_threads.get(pid)
+    if thread is None or not thread.is_alive():
+        thread = threading.Thread(target=_recovery_loop, args=(app,), name="job-recovery",
+                                  daemon=True)
+        _recovery_threads[pid] = thread
+        thread.start()
+
+
+def _recovery_loop(app: Flask) -> None:
+    interval = app.config["JOB_RECOVERY_INTERVAL_SECONDS"]
+    while True:
+        try:
+            with app.app_context():
+                recover_jobs()
+        except Exception:
+            log.warning("job recovery pass failed", exc_info=True)
+        time.sleep(interval * random.uniform(0.8, 1.2))  # jitter spreads the workers
+
+
+def recover_jobs() -> int:
+    """Queue every unfinished job that nobody holds; the claim decides who runs it."""
+    now = utcnow()
+    grace = now - timedelta(seconds=_lease_seconds())
+    ids = db.session.execute(
+        select(Transcription.id).where(
+            Transcription.status.not_in(m.FINAL_STATUSES),
+            or_(Transcription.lease_expires_at < now,
+                # never claimed: give the process that accepted it time to start it
+                (Transcription.lease_expires_at.is_(None)) & (Transcription.updated_at < grace)))
+        .order_by(Transcription.created_at).limit(100)).scalars().all()
+    db.session.commit()
+    queued = 0
+    for job_id in ids:
+        if job_id not in _queued:
+            _submit(job_id)
+            queued += 1
+    if queued:
+        log.info("event=recovered jobs=%d", queued)
+    return queued
+
+
+# Running a job ------------------------------------------------------------------------------
+
+class StepFailure(Exception):
+    def __init__(self, step: str, message: str, detail: str | None = None,
+                 inference: bool = False):
+        super().__init__(message)
+        self.step, self.message, self.detail, self.inference = step, message, detail, inference
+
+
+class JobStopped(Exception):
+    """Cancelled by the user, or the lease went to another runner."""
 
 
 def run_job(job_id: uuid.UUID) -> None:
-    raise NotImplementedError  # replaced by the pipeline issue
+    _queued.discard(job_id)
+    app = current_app._get_current_object()
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    try:
+        if not _claim(job_id, owner):
+            return
+    except Exception:
+        log.warning("job=%s claim failed", job_id, exc_info=True)
+        return
+    keeper = LeaseKeeper(app, job_id, owner)
+    keeper.start()
+    try:
+        JobRun(app, job_id, owner, keeper).run()
+    except Exception:  # even recording the failure failed (database down): retried later
+        log.exception("job=%s runner crashed; the lease will expire and it resumes", job_id)
+    finally:
+        keeper.stopped.set()
+        try:
+            _release(job_id, owner)
+        except Exception:
+            log.warning("job=%s lease release failed", job_id, exc_info=True)
+        finally:
+            db.session.remove()
+
+
+class DbChunkStore:
+    """Finished chunks of one stage of one job, in `job_chunks`."""
+
+    def __init__(self, run: "JobRun", stage: str, step: str):
+        self.run, self.stage, self.step = run, stage, step
+
+    def done(self) -> dict[int, str]:
+        rows = db.session.execute(select(JobChunk.index, JobChunk.text).where(
+            JobChunk.transcription_id == self.run.job_id, JobChunk.stage == self.stage)).all()
+        db.session.commit()
+        return dict(rows)
+
+    def save(self, index: int, text: str) -> None:
+        db.session.merge(JobChunk(transcription_id=self.run.job_id, stage=self.stage,
+                                  index=index, text=text))
+        db.session.commit()
+
+    def progress(self, done: int, total: int) -> None:
+        self.run.progress(self.step, done, total)
+
+    def should_stop(self) -> bool:
+        return self.run.keeper.should_stop()
+
+
+class JobRun:
+    def __init__(self, app: Flask, job_id: uuid.UUID, owner: str, keeper: LeaseKeeper):
+        self.app, self.job_id, self.owner, self.keeper = app, job_id, owner, keeper
+        self.config = app.config
+        self.step = "start"
+        self.step_started = time.monotonic()
+        self._last_progress = 0.0
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def load(self) -> Transcription:
+        job = db.session.get(Transcription, self.job_id, populate_existing=True)
+        db.session.commit()
+        return job
+
+    def check(self) -> None:
+        if self.keeper.lost.is_set():
+            raise JobStopped("lease lost")
+        if self.keeper.cancelled.is_set():
+            raise JobStopped("cancelled")
+
+    def set_status(self, status: str, **values) -> None:
+        """Commit the status word before the step's slow work starts."""
+        self.check()
+        now = time.monotonic()
+        result = db.session.execute(
+            update(Transcription)
+            .where(Transcription.id == self.job_id, Transcription.lease_owner == self.owner,
+                   Transcription.cancel_requested.is_(False))
+            .values(status=status, progress_step=status, progress_done=None,
+                    progress_total=None, updated_at=utcnow(), **values)
+            .execution_options(synchronize_session=False))
+        db.session.commit()
+        log.info("job=%s step=%s status=%s previous_step_seconds=%.2f", self.job_id, self.step,
+                 status, now - self.step_started)
+        self.step, self.step_started = status, now
+        if result.rowcount != 1:
+            self.keeper.renew()  # finds out whether it was a cancel or a lost lease
+            raise JobStopped("cancelled" if self.keeper.cancelled.is_set() else "lease lost")
+
+    def update(self, **values) -> None:
+        db.session.execute(update(Transcription).where(Transcription.id == self.job_id)
+                           .values(**values).execution_options(synchronize_session=False))
+        db.session.commit()
+
+    def progress(self, step: str, done: int, total: int | None, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_progress < 1.0 and done != total:
+            return  # bytes arrive often; one row update a second is plenty
+        self._last_progress = now
+        self.update(progress_step=step, progress_done=done, progress_total=total)
+
+    def document(self, kind: str) -> bytes | None:
+        content = db.session.execute(select(Document.content).where(
+            Document.transcription_id == self.job_id, Document.kind == kind)).scalar_one_or_none()
+        db.session.commit()
+        return content
+
+    def save_document(self, kind: str, content: bytes) -> None:
+        db.session.merge(Document(transcription_id=self.job_id, kind=kind, content=content))
+        db.session.commit()
+
+    # -- the job ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        job = self.load()
+        if job.attempts > self.config["JOB_MAX_ATTEMPTS"]:
+            self.fail(StepFailure(job.progress_step or "start",
+                                  f"The job was interrupted {job.attempts - 1} times; "
+                                  "retry it to continue"))
+            return
+        try:
+            self.check()
+            transcript = self.document("txt")
+            if transcript is None:
+                source, windowed = self.fetch(job)
+                audio = self.prepare(job, source, windowed)
+                transcript = self.transcribe(job, audio)
+            markdown = self.document("md")
+            if markdown is None:
+                markdown = self.proofread(job, transcript.decode())
+            if self.document("docx") is None:
+                self.convert(markdown.decode() if isinstance(markdown, bytes) else markdown)
+            self.set_status(m.COMPLETED, error_message=None)
+        except JobStopped as stop:
+            if str(stop) == "cancelled":
+                self.update(status=m.CANCELLED, error_message="Cancelled by the user",
+                            updated_at=utcnow())
+                log.info("job=%s step=%s status=cancelled", self.job_id, self.step)
+            else:
+                log.warning("job=%s step=%s lease lost; another runner continues",
+                            self.job_id, self.step)
+        except StepFailure as failure:
+            self.fail(failure)
+        except Exception as exc:
+            self.fail(StepFailure(self.step, "An internal error stopped the job; "
+                                             "an admin can see the details", detail=repr(exc)))
+
+    def fail(self, failure: StepFailure) -> None:
+        secrets = [self.config.get(k) for k in ("TRANSCRIBE_API_KEY", "DEEPSEEK_API_KEY",
+                                                "OPENAI_TRANSCRIBE_API_KEY", "JWT_SECRET_KEY")]
+        job = self.load()
+        self.update(status=m.ERROR, error_message=failure.message[:500], updated_at=utcnow())
+        db.session.add(ErrorLog(
+            user_id=job.user_id, transcription_id=self.job_id, step=failure.step,
+            inference=failure.inference,
+            error_message=redact(f"{failure.message}: {failure.detail or ''}", secrets)[:5000],
+            stack_trace=redact(traceback.format_exc(), secrets)[:20000]))
+        db.session.commit()
+        log.info("job=%s step=%s status=error seconds=%.2f", self.job_id, failure.step,
+                 time.monotonic() - self.step_started)
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def fetch(self, job: Transcription) -> tuple[Path, bool]:
+        folder = job_dir(self.job_id, create=True)
+        if job.source_type == "upload":
+            source = folder / UPLOAD_NAME
+            if not source.exists():
+                raise StepFailure("fetch", "The uploaded file is no longer on this server; "
+                                           "please upload it again")
+            return source, False
+        done = [p for p in folder.glob("source.*") if p.suffix not in (".part", ".ytdl")
+                and not p.name.endswith(".part")]
+        if done:  # fetched before the interruption
+            return done[0], (folder / "windowed").exists()
+        from fetch_service import FetchError, fetch_drive, fetch_youtube
+
+        self.set_status(m.UPLOADING)
+        source = parse_link(job.google_drive_url)
+        limits = dict(max_bytes=self.config["MAX_DOWNLOAD_MB"] * 1024 * 1024,
+                      progress=lambda done, total: self.progress("uploading", done, total),
+                      cancel=_EventView(self.keeper),
+                      allow_private=self.config["ALLOW_PRIVATE_ADDRESSES"])
+        try:
+            if source.kind == "youtube":
+                result = fetch_youtube(source.url, folder, start=job.start_seconds,
+                                       end=job.end_seconds,
+                                       max_seconds=self.config["MAX_AUDIO_SECONDS"], **limits)
+            else:
+                result = fetch_drive(source.ident, folder,
+                                     base_url=self.config["DRIVE_BASE_URL"],
+                                     **limits)
+        except FetchError as exc:
+            self.check()  # a cancel aborts the download too; say so rather than fail
+            raise StepFailure("fetch", str(exc), getattr(exc, "detail", None)) from exc
+        if result.windowed:
+            (folder / "windowed").touch()
+        if result.title and not job.audio_file_name:
+            self.update(audio_file_name=result.title[:200])
+        return result.path, result.windowed
+
+    def prepare(self, job: Transcription, source: Path, windowed: bool) -> Path:
+        """Check the audio, cut the window, re-encode compactly (16 kHz mono)."""
+        from audio_service import AudioError, check_window, compact_extension, encode_compact
+        from audio_service import require_audio
+
+        audio = job_dir(self.job_id) / f"audio{compact_extension()}"
+        if audio.exists():
+            return audio
+        try:
+            duration = require_audio(source)
+        except AudioError as exc:
+            raise StepFailure("fetch", str(exc)) from exc
+        start, end = (None, None) if windowed else (job.start_seconds, job.end_seconds)
+        if start is not None or end is not None:
+            self.set_status(m.TRIMMING)
+            try:
+                start, end = check_window(duration, start, end)
+            except AudioError as exc:
+                raise StepFailure("trim", str(exc)) from exc
+        else:
+            self.set_status(m.WAITING)
+        length = (end if end is not None else duration) - (start or 0)
+        if length > self.config["MAX_AUDIO_SECONDS"]:
+            raise StepFailure("fetch", f"The audio is {int(length // 60)} minutes long; the "
+                                       f"limit is {self.config['MAX_AUDIO_SECONDS'] // 60} minutes")
+        partial = audio.with_name("audio.partial" + audio.suffix)
+        try:
+            encode_compact(source, partial, start, end)
+        except AudioError as exc:
+            raise StepFailure(self.step, str(exc)) from exc
+        except OSError as exc:
+            raise StepFailure(self.step, "The server could not write the audio (storage full "
+                                         "or unavailable)", repr(exc)) from exc
+        partial.replace(audio)  # a half-written file never looks finished
+        return audio
+
+    def transcribe(self, job: Transcription, audio: Path) -> bytes:
+        from transcription_service import Cancelled, EngineJob, TranscriptionError
+        from transcription_service import engine_from_config
+
+        if self.step != m.WAITING:
+            self.set_status(m.WAITING)
+        prompt = job.transcribe_prompt
+        if prompt is None:
+            from system_settings import active_prompt
+            active = active_prompt(m.TranscribePrompt)
+            prompt = active.prompt if active else ""
+        self.set_status(m.TRANSCRIBING, transcribe_prompt=prompt,
+                        engine=self.config["TRANSCRIBE_ENGINE"])
+        started = time.monotonic()
+        try:
+            engine = engine_from_config(self.config)
+            text = engine.transcribe(EngineJob(
+                job_id=str(self.job_id), audio=audio, work_dir=audio.parent, prompt=prompt,
+                store=DbChunkStore(self, "transcribe", m.TRANSCRIBING)))
+        except Cancelled:
+            self.check()
+            raise
+        except TranscriptionError as exc:
+            raise StepFailure("transcribe", str(exc), exc.detail, inference=True) from exc
+        elapsed = int(round(time.monotonic() - started))
+        content = text.encode()
+        self.save_document("txt", content)
+        self.update(inference_duration=(job.inference_duration or 0) + elapsed)
+        remove_job_files(self.job_id)  # the transcript is safe: scratch audio goes
+        return content
+
+    def proofread(self, job: Transcription, transcript: str) -> str:
+        from proofreading_service import ProofreadError, Proofreader, split_into_slices
+        from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED,
+                                     active_prompt, get_flag, get_setting)
+        from transcription_service import Cancelled
+
+        self.set_status(m.WAITING_FOR_PROOFREADING)
+        skip_reason = None
+        if not get_flag(SETTING_PROOFREADING_ENABLED, default=True):
+            skip_reason = "Proofreading is switched off by an admin; this is the raw transcript"
+        elif not (self.config["DEEPSEEK_BASE_URL"] and self.config["DEEPSEEK_API_KEY"]):
+            skip_reason = "No proofreader is configured; this is the raw transcript"
+        if skip_reason:
+            db.session.commit()
+            self.update(proofread_note=skip_reason)
+            self.save_document("md", transcript.encode())
+            return transcript
+        prompt = job.proofread_prompt
+        if prompt is None:
+            active = active_prompt(m.ProofreadPrompt)
+            prompt = active.prompt if active else ""
+        model = get_setting(SETTING_PROOFREAD_MODEL) or self.config["PROOFREAD_MODEL"]
+        db.session.commit()
+        self.set_status(m.PROOFREADING, proofread_prompt=prompt, proofread_note=None)
+        slices = split_into_slices(transcript, self.config["PROOFREAD_SLICE_CHARS"])
+        proofreader = Proofreader(self.config["DEEPSEEK_BASE_URL"], self.config["DEEPSEEK_API_KEY"],
+                                  model, self.config["PROOFREAD_CONCURRENCY"],
+                                  self.config["PROOFREAD_TIMEOUT_SECONDS"],
+                                  self.config["PROOFREAD_MAX_RETRIES"])
+        try:
+            markdown = proofreader.proofread(slices, prompt,
+                                             DbChunkStore(self, "proofread", m.PROOFREADING))
+        except Cancelled:
+            self.check()
+            raise
+        except ProofreadError as exc:
+            raise StepFailure("proofread", str(exc), exc.detail, inference=True) from exc
+        self.save_document("md", markdown.encode())
+        return markdown
+
+    def convert(self, markdown: str) -> None:
+        from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
+
+        self.set_status(m.CONVERTING)
+        custom = db.session.get(AppAsset, REFERENCE_DOCX_ASSET)
+        reference_bytes = custom.content if custom else None
+        db.session.commit()
+        try:
+            with tempfile.TemporaryDirectory(prefix="ezra-docx-") as tmp:
+                reference = DEFAULT_REFERENCE_DOCX
+                if reference_bytes:
+                    reference = Path(tmp) / "reference.docx"
+                    reference.write_bytes(reference_bytes)
+                docx = markdown_to_docx(markdown, reference)
+        except PandocError as exc:
+            raise StepFailure("convert", "The Word document could not be made", str(exc)) from exc
+        self.save_document("docx", docx)
+
+
+class _EventView:
+    """A threading.Event-like view of "stop now" for downloaders that poll `is_set()`."""
+
+    def __init__(self, keeper: LeaseKeeper):
+        self.keeper = keeper
+
+    def is_set(self) -> bool:
+        return self.keeper.should_stop()
+
+
+_SECRET_PATTERNS = [re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]+"),
+                    re.compile(r"\b(sk|gsk)-[A-Za-z0-9_\-]{8,}")]
+
+
+def redact(text: str, secrets: list[str | None]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, "[redacted]")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda match: (match.group(1) if match.lastindex and
+                                          match.group(1).lower().startswith("bearer")
+                                          else "") + "[redacted]", text)
+    return text
+
+
+# Cancel and retry (called by the user routes) -----------------------------------------------
+
+def cancel(job: Transcription) -> str:
+    if job.status in m.FINAL_STATUSES:
+        raise APIError(409, f"The transcription is already {job.status}")
+    running = job.lease_expires_at is not None and _aware(job.lease_expires_at) > utcnow()
+    job.cancel_requested = True
+    if not running:
+        job.status = m.CANCELLED
+        job.error_message = "Cancelled by the user"
+    db.session.commit()
+    return job.status
+
+
+def retry(job: Transcription) -> None:
+    if job.status not in (m.ERROR, m.CANCELLED):
+        raise APIError(409, f"Only failed or cancelled transcriptions can be retried; "
+                            f"this one is {job.status}")
+    if job.lease_expires_at is not None and _aware(job.lease_expires_at) > utcnow():
+        raise APIError(409, "The transcription is still stopping; try again in a few seconds")
+    job.status = m.SUBMITTED
+    job.error_message = None
+    job.cancel_requested = False
+    job.attempts = 0
+    db.session.commit()
+    enqueue(job.id)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)  # SQLite drops it

@@ -59,7 +59,18 @@ def user_transcription(row: Any) -> dict[str, Any]:
         "start_seconds": t.start_seconds,
         "end_seconds": t.end_seconds,
         "error_message": t.error_message,
+        "proofread_note": t.proofread_note,
+        "progress": progress(t),
     }
+
+
+def progress(t: Transcription) -> dict[str, Any] | None:
+    """The step and its units: bytes fetched, chunks transcribed, slices proofread."""
+    if t.progress_step is None:
+        return None
+    unit = {"uploading": "bytes", "transcribing": "chunks", "proofreading": "slices"}
+    return {"step": t.progress_step, "done": t.progress_done, "total": t.progress_total,
+            "unit": unit.get(t.progress_step)}
 
 
 def admin_transcription(row: Any) -> dict[str, Any]:
@@ -76,6 +87,8 @@ def admin_transcription(row: Any) -> dict[str, Any]:
         "word_document_path": document_link(row, "docx"),
         "status": t.status,
         "error_message": t.error_message,
+        "progress": progress(t),
+        "engine": t.engine,
         "transcribe_prompt": t.transcribe_prompt,
         "proofread_prompt": t.proofread_prompt,
         "inference_duration": t.inference_duration,

@@ -103,6 +103,33 @@ def get_transcription(transcription_id: str):
     return jsonify(user_transcription(row))
 
 
+@bp.post("/transcriptions/<transcription_id>/cancel")
+@jwt_required()
+def cancel_transcription(transcription_id: str):
+    job = _own_transcription(transcription_id)
+    status = pipeline.cancel(job)
+    return jsonify(message="Cancelled" if status == "cancelled" else "Cancelling",
+                   status=status), 200 if status == "cancelled" else 202
+
+
+@bp.post("/transcriptions/<transcription_id>/retry")
+@jwt_required()
+def retry_transcription(transcription_id: str):
+    job = _own_transcription(transcription_id)
+    _check_unfinished_limit(current_user.id)
+    pipeline.retry(job)
+    return jsonify(message="Transcription resumed", transcription_id=str(job.id), status=job.status)
+
+
+def _own_transcription(transcription_id: str) -> Transcription:
+    job = db.session.execute(select(Transcription).where(
+        Transcription.id == uuid_id(transcription_id),
+        Transcription.user_id == current_user.id)).scalar_one_or_none()
+    if job is None:
+        raise APIError(404, "Transcription not found")
+    return job
+
+
 def _own_transcription_row(transcription_id: str):
     job_id = uuid_id(transcription_id)
     row = db.session.execute(
@@ -117,12 +144,7 @@ def _own_transcription_row(transcription_id: str):
 @jwt_required()
 def download(file_type: str, transcription_id: str):
     kind = _document_kind(file_type)
-    job_id = uuid_id(transcription_id)
-    job = db.session.execute(select(Transcription).where(
-        Transcription.id == job_id, Transcription.user_id == current_user.id)).scalar_one_or_none()
-    if job is None:
-        raise APIError(404, "Transcription not found")
-    return document_response(job, kind)
+    return document_response(_own_transcription(transcription_id), kind)
 
 
 def _document_kind(file_type: str) -> str:

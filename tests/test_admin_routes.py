@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import TEST_PASSWORD, bearer, login
+from conftest import bearer, login
 from database import db
 from models import Document, ErrorLog, ProofreadPrompt, SystemSetting, Transcription, User
 

@@ -1,0 +1,129 @@
+"""Proofreading with DeepSeek (or any OpenAI-compatible chat API).
+
+The transcript is cut at paragraph, then sentence, boundaries into slices small enough that
+each answer fits the model's output limit; slices go out concurrently with a bound; the
+`openai` client retries 429s, 5xx and timeouts with exponential backoff (honouring
+Retry-After); the answers are joined in order.
+"""
+from __future__ import annotations
+
+import re
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any
+
+from transcription_service import Cancelled, ChunkStore
+
+MAX_OUTPUT_TOKENS = 8192  # DeepSeek's chat models answer at most 8K tokens
+_SENTENCE_END = re.compile(r"(?<=[.!?…。？！])[\"'”’)\]]*\s+")
+
+
+class ProofreadError(Exception):
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail or message
+
+
+def split_into_slices(text: str, max_chars: int) -> list[str]:
+    """Greedy packing of paragraphs (then sentences, then words) into slices of at most
+    `max_chars` characters; joining the slices with blank lines keeps every word in order."""
+    pieces: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text.strip()):
+        paragraph = paragraph.strip()
+        if not paragraph:
+            continue
+        if len(paragraph) <= max_chars:
+            pieces.append(paragraph)
+            continue
+        for sentence in _SENTENCE_END.split(paragraph):
+            pieces.extend(_hard_wrap(sentence.strip(), max_chars))
+    slices: list[str] = []
+    current = ""
+    for piece in pieces:
+        separator = "\n\n" if current else ""
+        if current and len(current) + len(separator) + len(piece) > max_chars:
+            slices.append(current)
+            current, separator = "", ""
+        current += separator + piece
+    if current:
+        slices.append(current)
+    return slices
+
+
+def _hard_wrap(sentence: str, max_chars: int) -> list[str]:
+    """A 'sentence' longer than a slice (transcripts without punctuation) cut at spaces."""
+    if len(sentence) <= max_chars:
+        return [sentence] if sentence else []
+    out, current = [], ""
+    for word in sentence.split():
+        while len(word) > max_chars:  # one absurd token: cut it as it is
+            if current:
+                out.append(current)
+                current = ""
+            out.append(word[:max_chars])
+            word = word[max_chars:]
+        if current and len(current) + 1 + len(word) > max_chars:
+            out.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    if current:
+        out.append(current)
+    return out
+
+
+class Proofreader:
+    def __init__(self, base_url: str, api_key: str, model: str, concurrency: int,
+                 timeout_seconds: float, max_retries: int):
+        from openai import OpenAI
+        self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_seconds,
+                             max_retries=max_retries)
+        self.model = model
+        self.concurrency = concurrency
+
+    def proofread(self, slices: list[str], system_prompt: str, store: ChunkStore) -> str:
+        results = dict(store.done())
+        pending = [i for i in range(len(slices)) if i not in results]
+        store.progress(len(slices) - len(pending), len(slices))
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="proofread") as pool:
+            futures = {pool.submit(self._answer, i, slices[i], system_prompt) for i in pending}
+            try:
+                while futures:
+                    finished, futures = wait(futures, timeout=1, return_when=FIRST_EXCEPTION)
+                    for future in finished:
+                        index, text = future.result()
+                        store.save(index, text)
+                        results[index] = text
+                        store.progress(len(results), len(slices))
+                    if store.should_stop():
+                        raise Cancelled()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return "\n\n".join(results[i] for i in range(len(slices)))
+
+    def _answer(self, index: int, text: str, system_prompt: str, depth: int = 0
+                ) -> tuple[int, str]:
+        messages: list[dict[str, Any]] = []
+        if system_prompt.strip():
+            messages.append({"role": "system", "content": system_prompt})
+        messages.append({"role": "user", "content": text})
+        try:
+            response = self.client.chat.completions.create(
+                model=self.model, messages=messages, max_tokens=MAX_OUTPUT_TOKENS,
+                temperature=0.2)
+        except Exception as exc:  # openai.APIError, after the client's own retries
+            status = getattr(exc, "status_code", None)
+            if status == 404 or "model_not_found" in str(exc):
+                raise ProofreadError(
+                    f"The proofreading model '{self.model}' is not available; an admin can "
+                    f"change the 'proofread_model' setting", str(exc)) from exc
+            raise ProofreadError("The proofreading service failed", f"slice {index}: {exc}") from exc
+        choice = response.choices[0]
+        answer = (choice.message.content or "").strip()
+        if choice.finish_reason == "length" and depth < 2 and len(text) > 200:
+            # The answer was cut at the output limit: proofread the slice in two halves.
+            halves = split_into_slices(text, len(text) // 2 + 1)
+            return index, "\n\n".join(self._answer(index, half, system_prompt, depth + 1)[1]
+                                      for half in halves)
+        return index, answer

@@ -1,0 +1,279 @@
+"""Transcription engines behind one interface, chosen by TRANSCRIBE_ENGINE.
+
+- `remote`: the deployments' private Whisper service (submit, then poll);
+- `openai`: any OpenAI-compatible `/v1/audio/transcriptions` (OpenAI, Groq, speaches,
+  whisper.cpp server), the audio split at silences into chunks sent concurrently;
+- `local`: faster-whisper in-process, when installed (`pip install faster-whisper`).
+
+Engines take a `ChunkStore` so that finished pieces survive a crash: a resumed job asks
+the store what is done and sends only the rest.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import requests
+
+from audio_service import compact_extension, cut_segment, detect_silences, plan_chunks, require_audio
+
+log = logging.getLogger("ezra.transcription")
+
+REMOTE_SUBMITTED = -1  # ChunkStore index marking "the remote service has the audio"
+MAX_PROMPT_CHARS = 2000  # Whisper reads only the last ~224 tokens of a prompt anyway
+
+
+class TranscriptionError(Exception):
+    """The engine failed; str() is for the user, `detail` (upstream text) for the log."""
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail or message
+
+
+class Cancelled(Exception):
+    """The job was cancelled or lost its lease while the engine worked."""
+
+
+class ChunkStore(Protocol):
+    def done(self) -> dict[int, str]: ...
+    def save(self, index: int, text: str) -> None: ...
+    def progress(self, done: int, total: int) -> None: ...
+    def should_stop(self) -> bool: ...
+
+
+@dataclass
+class EngineJob:
+    job_id: str
+    audio: Path  # compact 16 kHz mono audio
+    work_dir: Path  # scratch space for chunk files
+    prompt: str | None
+    store: ChunkStore
+
+
+class Engine(Protocol):
+    name: str
+
+    def transcribe(self, job: EngineJob) -> str: ...
+
+
+def _check_stop(store: ChunkStore) -> None:
+    if store.should_stop():
+        raise Cancelled()
+
+
+class RemoteWhisperEngine:
+    """Submit the audio once, then poll with backoff until the text arrives."""
+
+    name = "remote"
+
+    def __init__(self, submit_url: str, result_url: str, api_key: str | None,
+                 timeout_seconds: float, poll_max_seconds: float, poll_first_seconds: float = 1.0):
+        self.submit_url = submit_url
+        self.result_url = result_url
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout_seconds = timeout_seconds
+        self.poll_max_seconds = poll_max_seconds
+        self.poll_first_seconds = min(poll_first_seconds, poll_max_seconds)
+
+    def transcribe(self, job: EngineJob) -> str:
+        done = job.store.done()
+        if 0 in done:
+            return done[0]
+        if REMOTE_SUBMITTED in done:
+            submitted_at = datetime.fromisoformat(done[REMOTE_SUBMITTED])
+        else:
+            self._submit(job)
+            submitted_at = datetime.now(timezone.utc)
+            job.store.save(REMOTE_SUBMITTED, submitted_at.isoformat())
+        job.store.progress(0, 1)
+        text = self._poll(job, submitted_at)
+        job.store.save(0, text)
+        job.store.progress(1, 1)
+        return text
+
+    def _submit(self, job: EngineJob) -> None:
+        data = {"transcription_id": job.job_id}
+        if job.prompt:
+            data["prompt"] = job.prompt[:MAX_PROMPT_CHARS]
+        try:
+            with open(job.audio, "rb") as fh:  # requests streams the file object
+                response = requests.post(
+                    self.submit_url, headers=self.headers, data=data,
+                    files={"audio": (f"{job.job_id}{job.audio.suffix}", fh, "audio/ogg")},
+                    timeout=(10, 600))
+        except requests.RequestException as exc:
+            raise TranscriptionError("The transcription service could not be reached",
+                                     f"submit failed: {exc}") from exc
+        if response.status_code != 200:
+            raise TranscriptionError("The transcription service refused the audio",
+                                     f"submit answered {response.status_code}: "
+                                     f"{response.text[:500]}")
+
+    def _poll(self, job: EngineJob, submitted_at: datetime) -> str:
+        deadline = submitted_at.timestamp() + self.timeout_seconds
+        delay = self.poll_first_seconds
+        transient_failures = 0
+        while True:
+            _check_stop(job.store)
+            if time.time() > deadline:
+                raise TranscriptionError(
+                    f"The transcription service did not finish within "
+                    f"{int(self.timeout_seconds // 60)} minutes",
+                    f"no result {self.timeout_seconds:.0f}s after submit")
+            try:
+                response = requests.post(self.result_url, headers=self.headers,
+                                         json={"transcription_id": job.job_id}, timeout=(10, 120))
+            except requests.RequestException as exc:
+                response, error = None, str(exc)
+            if response is not None:
+                text = _remote_result(response)
+                if text is not None:
+                    return text
+                if response.status_code in (200, 404):
+                    transient_failures = 0
+                else:
+                    error = f"result answered {response.status_code}: {response.text[:500]}"
+                    if response.status_code < 500:
+                        raise TranscriptionError("The transcription service failed", error)
+            if response is None or response.status_code >= 500:
+                transient_failures += 1
+                if transient_failures >= 5:
+                    raise TranscriptionError("The transcription service failed", error)
+            time.sleep(delay)
+            delay = min(delay * 2, self.poll_max_seconds)
+
+
+def _remote_result(response: requests.Response) -> str | None:
+    """The transcript when the answer carries it; None while the service is working."""
+    if response.status_code != 200:
+        return None
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return response.content.decode("utf-8", errors="replace").strip()
+    if isinstance(body, dict) and "message" in body:
+        return None
+    raise TranscriptionError("The transcription service answered something unexpected",
+                             f"result body: {response.text[:500]}")
+
+
+class OpenAIEngine:
+    """Chunks at silences (each under 20 minutes and 25 MB), sent concurrently with a bound."""
+
+    name = "openai"
+
+    def __init__(self, base_url: str | None, api_key: str | None, model: str,
+                 chunk_seconds: int, concurrency: int, timeout_seconds: float = 600,
+                 max_retries: int = 3):
+        from openai import OpenAI
+        self.client = OpenAI(base_url=base_url, api_key=api_key or "not-needed",
+                             timeout=timeout_seconds, max_retries=max_retries)
+        self.model = model
+        # 20 minutes of 16 kHz mono compact audio is ~5 MB, well under the 25 MB limit.
+        self.chunk_seconds = min(chunk_seconds, 1200)
+        self.concurrency = concurrency
+
+    def transcribe(self, job: EngineJob) -> str:
+        duration = require_audio(job.audio)
+        plan = plan_chunks(duration, detect_silences(job.audio), self.chunk_seconds)
+        results = dict(job.store.done())
+        pending = [i for i in range(len(plan)) if i not in results]
+        job.store.progress(len(plan) - len(pending), len(plan))
+        stop = threading.Event()
+
+        def send(index: int) -> tuple[int, str]:
+            if stop.is_set():
+                raise Cancelled()
+            start, end = plan[index]
+            piece = job.work_dir / f"chunk-{index:04d}{compact_extension()}"
+            cut_segment(job.audio, piece, start, end)
+            extra = {"prompt": job.prompt[:MAX_PROMPT_CHARS]} if job.prompt else {}
+            try:
+                with open(piece, "rb") as fh:
+                    answer = self.client.audio.transcriptions.create(
+                        model=self.model, file=(piece.name, fh), **extra)
+            except Exception as exc:  # openai.APIError and network errors alike
+                raise TranscriptionError("The transcription service failed",
+                                         f"chunk {index}: {exc}") from exc
+            finally:
+                piece.unlink(missing_ok=True)
+            return index, getattr(answer, "text", str(answer)).strip()
+
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="transcribe") as pool:
+            futures = {pool.submit(send, i) for i in pending}
+            try:
+                while futures:
+                    finished, futures = wait(futures, timeout=1, return_when=FIRST_EXCEPTION)
+                    for future in finished:
+                        index, text = future.result()
+                        job.store.save(index, text)  # saved as soon as paid for
+                        results[index] = text
+                        job.store.progress(len(results), len(plan))
+                    if job.store.should_stop():
+                        raise Cancelled()
+            except BaseException:
+                stop.set()
+                for future in futures:
+                    future.cancel()
+                raise
+        return "\n\n".join(results[i] for i in range(len(plan)) if results[i])
+
+
+class LocalWhisperEngine:
+    """faster-whisper in this process: no network, needs the optional extra and a model."""
+
+    name = "local"
+
+    def __init__(self, model_name: str, device: str):
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:
+            raise TranscriptionError(
+                "The local transcription engine is not installed",
+                "pip install faster-whisper to use TRANSCRIBE_ENGINE=local") from exc
+        self.model = WhisperModel(model_name, device=device)
+
+    def transcribe(self, job: EngineJob) -> str:
+        done = job.store.done()
+        if 0 in done:
+            return done[0]
+        job.store.progress(0, 1)
+        segments, _info = self.model.transcribe(str(job.audio), initial_prompt=job.prompt or None)
+        parts = []
+        for segment in segments:  # a generator: decoding happens while we iterate
+            _check_stop(job.store)
+            parts.append(segment.text.strip())
+        text = " ".join(p for p in parts if p)
+        job.store.save(0, text)
+        job.store.progress(1, 1)
+        return text
+
+
+def engine_from_config(config: dict[str, Any]) -> Engine:
+    name = config["TRANSCRIBE_ENGINE"]
+    if name == "remote":
+        if not (config["TRANSCRIBE_API_URL"] and config["GET_RESULT_TRANSCRIBE_API_URL"]):
+            raise TranscriptionError("Transcription is not configured on this server",
+                                     "TRANSCRIBE_API_URL and GET_RESULT_TRANSCRIBE_API_URL "
+                                     "are required for TRANSCRIBE_ENGINE=remote")
+        return RemoteWhisperEngine(config["TRANSCRIBE_API_URL"],
+                                   config["GET_RESULT_TRANSCRIBE_API_URL"],
+                                   config["TRANSCRIBE_API_KEY"],
+                                   config["TRANSCRIBE_TIMEOUT_SECONDS"],
+                                   config["TRANSCRIBE_POLL_MAX_SECONDS"],
+                                   config.get("TRANSCRIBE_POLL_FIRST_SECONDS", 1.0))
+    if name == "openai":
+        return OpenAIEngine(config["OPENAI_TRANSCRIBE_BASE_URL"],
+                            config["OPENAI_TRANSCRIBE_API_KEY"],
+                            config["OPENAI_TRANSCRIBE_MODEL"],
+                            config["TRANSCRIBE_CHUNK_SECONDS"],
+                            config["TRANSCRIBE_CONCURRENCY"])
+    return LocalWhisperEngine(config["LOCAL_WHISPER_MODEL"], config["LOCAL_WHISPER_DEVICE"])
