@@ -1,21 +1,28 @@
 """Admin routes under /admin. The guard covers the whole blueprint, so no route can forget it."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+import io
+import zipfile
+
+from flask import Blueprint, current_app, jsonify, request, send_file
 from flask_jwt_extended import current_user, verify_jwt_in_request
 from sqlalchemy import delete, func, select
 
 from auth_routes import MAX_PASSWORD_LENGTH
 from database import db
 from errors import APIError
-from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_PROMPT, ErrorLog,
-                    ProofreadPrompt, SystemSetting, TranscribePrompt, Transcription, User)
+from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_PROMPT,
+                    SETTING_TRANSCRIBING_ALLOWED, AppAsset, ErrorLog, ProofreadPrompt,
+                    SystemSetting, TranscribePrompt, Transcription, User)
+from pandoc_service import DEFAULT_REFERENCE_DOCX
+from pipeline import REFERENCE_DOCX_ASSET
 from password import hash_password
 from serializers import (admin_transcription, error_log, prompt, setting, transcription_rows,
                          user_summary)
 from storage import remove_job_files, remove_legacy_documents
-from system_settings import active_prompt, set_setting, validate_setting_value
-from user_routes import _document_kind, document_response
+from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
+                             get_flag, get_setting, set_setting, validate_setting_value)
+from user_routes import MIME_TYPES, _document_kind, document_response
 from validation import bool_field, int_id, json_body, pagination, string_field, uuid_id
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -27,6 +34,7 @@ MAX_PROMPT_LENGTH = 100_000
 MAX_SETTING_KEY = 100
 MAX_SETTING_VALUE = 10_000
 MAX_DESCRIPTION = 1_000
+MAX_REFERENCE_DOCX = 10 * 1024 * 1024
 
 
 @bp.before_request
@@ -284,6 +292,61 @@ def delete_setting(setting_id: str):
     db.session.delete(item)
     db.session.commit()
     return jsonify(message=f"Setting {item.setting_key} deleted")
+
+
+# Engine, proofreader and the Word reference document ---------------------------------------
+
+@bp.get("/system")
+def system_info():
+    """What this server runs with (no secrets): shown to admins."""
+    config = current_app.config
+    model = get_setting(SETTING_PROOFREAD_MODEL) or config["PROOFREAD_MODEL"]
+    return jsonify(
+        transcribe_engine=config["TRANSCRIBE_ENGINE"],
+        proofreader_configured=bool(config["DEEPSEEK_BASE_URL"] and config["DEEPSEEK_API_KEY"]),
+        proofreading_enabled=get_flag(SETTING_PROOFREADING_ENABLED, default=True),
+        proofread_model=model,
+        transcribing_allowed=get_flag(SETTING_TRANSCRIBING_ALLOWED, default=True),
+        custom_reference_docx=db.session.get(AppAsset, REFERENCE_DOCX_ASSET) is not None,
+    )
+
+
+@bp.get("/reference-docx")
+def get_reference_docx():
+    custom = db.session.get(AppAsset, REFERENCE_DOCX_ASSET)
+    content = custom.content if custom else DEFAULT_REFERENCE_DOCX.read_bytes()
+    return send_file(io.BytesIO(content), mimetype=MIME_TYPES["docx"], as_attachment=True,
+                     download_name="reference.docx")
+
+
+@bp.put("/reference-docx")
+def replace_reference_docx():
+    upload = request.files.get("file")
+    if upload is None:
+        raise APIError(400, "Send the .docx as multipart field 'file'")
+    content = upload.read(MAX_REFERENCE_DOCX + 1)
+    if len(content) > MAX_REFERENCE_DOCX:
+        raise APIError(400, "The reference document must be at most 10 MB")
+    if not _is_docx(content):
+        raise APIError(400, "The file is not a Word .docx document")
+    db.session.merge(AppAsset(name=REFERENCE_DOCX_ASSET, content=content))
+    db.session.commit()
+    return jsonify(message="Reference document replaced; new Word documents use it")
+
+
+@bp.delete("/reference-docx")
+def reset_reference_docx():
+    db.session.execute(delete(AppAsset).where(AppAsset.name == REFERENCE_DOCX_ASSET))
+    db.session.commit()
+    return jsonify(message="Reference document reset to the default")
+
+
+def _is_docx(content: bytes) -> bool:
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            return "word/document.xml" in archive.namelist()
+    except zipfile.BadZipFile:
+        return False
 
 
 def _get_or_404(model, ident, label: str):

@@ -23,7 +23,9 @@ ADMIN_ROUTES = [
     ("GET", "/admin/settings/active-proofread-prompt"),
     ("POST", "/admin/settings/active-proofread-prompt"),
     ("GET", "/admin/settings"), ("POST", "/admin/settings"), ("PUT", "/admin/settings/1"),
-    ("DELETE", "/admin/settings/1"),
+    ("DELETE", "/admin/settings/1"), ("GET", "/admin/system"),
+    ("GET", "/admin/reference-docx"), ("PUT", "/admin/reference-docx"),
+    ("DELETE", "/admin/reference-docx"),
 ]
 
 
@@ -300,3 +302,33 @@ def test_settings_update_bad_input(app, client, admin_headers):
                       json={"setting_value": "1"}).status_code == 400
     assert client.put("/admin/settings/999", headers=admin_headers,
                       json={"setting_value": "1"}).status_code == 404
+
+
+def test_system_info_shows_the_engine_without_secrets(make_app, make_user):
+    app = make_app(TRANSCRIBE_ENGINE="openai", DEEPSEEK_BASE_URL="http://127.0.0.1:9/v1",
+                   DEEPSEEK_API_KEY="sk-secret-value")
+    make_user("boss", is_admin=True)
+    client = app.test_client()
+    response = client.get("/admin/system", headers=bearer(login(client, "boss")))
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["transcribe_engine"] == "openai" and body["proofreader_configured"] is True
+    assert "sk-secret-value" not in response.get_data(as_text=True)
+
+
+def test_reference_docx_can_be_replaced_and_reset(client, admin_headers):
+    import io
+    from pandoc_service import DEFAULT_REFERENCE_DOCX
+    default = client.get("/admin/reference-docx", headers=admin_headers)
+    assert default.status_code == 200 and default.data == DEFAULT_REFERENCE_DOCX.read_bytes()
+    bad = client.put("/admin/reference-docx", headers=admin_headers, content_type="multipart/form-data",
+                     data={"file": (io.BytesIO(b"not a docx"), "x.docx")})
+    assert bad.status_code == 400 and "not a Word" in bad.get_json()["error"]
+    assert client.put("/admin/reference-docx", headers=admin_headers, json={}).status_code == 400
+    custom = DEFAULT_REFERENCE_DOCX.read_bytes() + b""  # a valid docx: the default itself
+    ok = client.put("/admin/reference-docx", headers=admin_headers, content_type="multipart/form-data",
+                    data={"file": (io.BytesIO(custom), "brand.docx")})
+    assert ok.status_code == 200
+    assert client.get("/admin/system", headers=admin_headers).get_json()["custom_reference_docx"]
+    assert client.delete("/admin/reference-docx", headers=admin_headers).status_code == 200
+    assert not client.get("/admin/system", headers=admin_headers).get_json()["custom_reference_docx"]
