@@ -27,7 +27,8 @@ from audio_service import compact_extension, cut_segment, detect_silences, plan_
 log = logging.getLogger("ezra.transcription")
 
 REMOTE_SUBMITTED = -1  # ChunkStore index marking "the remote service has the audio"
-MAX_PROMPT_CHARS = 2000  # Whisper reads only the last ~224 tokens of a prompt anyway
+MAX_PROMPT_CHARS = 2000
+MIN_CHUNK_SECONDS = 0.3  # Whisper reads only the last ~224 tokens of a prompt anyway
 
 
 class TranscriptionError(Exception):
@@ -193,6 +194,8 @@ class OpenAIEngine:
             if stop.is_set():
                 raise Cancelled()
             start, end = plan[index]
+            if end - start < MIN_CHUNK_SECONDS:
+                return index, ""  # a sliver left at the end: nothing to hear, APIs reject it
             piece = job.work_dir / f"chunk-{index:04d}{compact_extension()}"
             cut_segment(job.audio, piece, start, end)
             extra = {"prompt": job.prompt[:MAX_PROMPT_CHARS]} if job.prompt else {}
