@@ -412,3 +412,60 @@ def test_killed_runner_resumes_without_paying_twice(setup, make_app, pipeline_co
     first_run = [r[key] for r in records[:done_before]]
     assert not set(first_run) & {r[key] for r in records[sent_before:]}
     assert fake_openai.attempts(endpoint) >= total
+
+
+# A Google Drive link through gdown ------------------------------------------------------------
+
+@pytest.fixture
+def fake_drive(talk):
+    """Drive's download endpoint on 127.0.0.1: `/uc?id=<id>` answers the file."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+    from urllib.parse import parse_qs, urlsplit
+
+    body = talk.read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            file_id = parse_qs(urlsplit(self.path).query).get("id", [""])[0]
+            if file_id != "1AbCdEfGhIjKlMnOpQrStUvWxYz012345":
+                self.send_response(404)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/mpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Disposition", 'attachment; filename="Kebaktian Pagi.mp3"')
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_drive_link_job_fetches_with_gdown(setup, fake_drive, fake_whisper):
+    app, client, headers = setup(DRIVE_BASE_URL=fake_drive, ALLOW_PRIVATE_ADDRESSES=True)
+    response = client.post("/process", headers=headers, content_type="multipart/form-data",
+                           data={"drive_link": "https://drive.google.com/file/d/"
+                                               "1AbCdEfGhIjKlMnOpQrStUvWxYz012345/view"})
+    job_id = response.get_json()["transcription_id"]
+    job = wait_for(client, headers, job_id)
+    assert job["status"] == "completed", job
+    assert job["audio_file_name"] == "Kebaktian Pagi"
+    assert len(fake_whisper.submits) == 1
+
+
+def test_drive_link_to_a_private_address_is_refused(setup, fake_drive, fake_whisper):
+    app, client, headers = setup(DRIVE_BASE_URL=fake_drive, ALLOW_PRIVATE_ADDRESSES=False)
+    response = client.post("/process", headers=headers, content_type="multipart/form-data",
+                           data={"drive_link": "https://drive.google.com/open?id="
+                                               "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"})
+    job = wait_for(client, headers, response.get_json()["transcription_id"])
+    assert job["status"] == "error"
+    assert "private or local network address" in job["error_message"]
+    assert fake_whisper.submits == []

@@ -1,0 +1,878 @@
+"""Fetching a job's source audio: one YouTube video (yt-dlp) or one Google Drive file (gdown).
+
+Rules every fetch follows:
+- `check_public_host` runs before any request: http/https only, and every address the host
+  resolves to must be public (unless `allow_private`, for tests and private deployments).
+- Every connection yt-dlp, FFmpeg and gdown open goes through `_EgressGuard`, a loopback HTTP
+  proxy that lives for one fetch. It resolves each destination itself, refuses private
+  addresses and connects to the address it checked, so a redirect (or a DNS answer that
+  changes between check and use) cannot reach the internal network. Neither library accepts a
+  caller's HTTP session, but both accept a proxy URL, so this needs no patching.
+- Only yt-dlp's "youtube" extractor is loaded (the generic extractor never runs), audio only,
+  no playlists, no post-processors, no cookies; the output is always `source.<ext>`.
+- Limits (length, bytes) are checked before the download and enforced during it; `cancel`
+  stops it. A half-written file never carries a finished name.
+- Every failure is a `FetchError`: str() is a short message a person can act on, `.detail`
+  keeps the upstream text for the error log.
+"""
+from __future__ import annotations
+
+import contextvars
+import functools
+import ipaddress
+import logging
+import math
+import os
+import re
+import selectors
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, cast
+from urllib.parse import urlsplit
+
+log = logging.getLogger("ezra.fetch")
+
+Progress = Callable[[int, int | None], None]
+
+PRIVATE_MESSAGE = "The link points to a private or local network address"
+LIVE_MESSAGE = "Live streams cannot be transcribed; wait until it has ended"
+CANCELLED_MESSAGE = "The download was cancelled"
+DRIVE_NOT_SHARED = ("The Google Drive file is not shared publicly: set 'Anyone with the link' "
+                    "and try again")
+DRIVE_QUOTA = ("Google Drive refuses more downloads of this file today (quota exceeded); "
+               "try again tomorrow or upload the file")
+DRIVE_FOLDER = "The link is a Google Drive folder; share and send the link of one file"
+DRIVE_NOT_FOUND = "The Google Drive file does not exist or was deleted; check the link"
+DRIVE_NETWORK = "Could not download from Google Drive (network problem); try again later"
+YOUTUBE_NETWORK = "Could not reach YouTube (network problem); try again later"
+
+# yt-dlp's network timeout and retry counts; a stalled connection fails within a minute.
+SOCKET_TIMEOUT = 30.0
+RETRIES = 3
+# A tunnel with no traffic either way for this long is dead; closing it frees its thread.
+TUNNEL_IDLE_SECONDS = 120.0
+# The folder inside dest_dir where yt-dlp works (not matching "source.*").
+YOUTUBE_STAGING = "youtube-download"
+
+
+class FetchError(Exception):
+    """The source could not be fetched. str() is for the user, `detail` for the error log."""
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.detail = detail if detail is not None else message
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    path: Path
+    title: str | None
+    windowed: bool  # True when only [start, end] was downloaded
+    size: int
+
+
+class _Cancel(Protocol):
+    """threading.Event, or anything else that answers is_set() (the pipeline's lease view)."""
+
+    def is_set(self) -> bool: ...
+
+
+# -- addresses ------------------------------------------------------------------------------
+
+# NAT64 (RFC 6052) embeds an IPv4 address that a gateway would reach for us.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _resolve(host: str, port: int) -> list[tuple[str, int]]:
+    """(address, port) pairs for host. The one resolver both the check and the guard use."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [(str(info[4][0]), int(info[4][1])) for info in infos]
+
+
+def _is_public_ip(text: str) -> bool:
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+            text.split("%", 1)[0])  # drop an IPv6 scope id ("fe80::1%eth0")
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        # Addresses that carry an IPv4 address are judged by that address.
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+        elif ip.is_site_local:  # fec0::/10 is neither private nor reserved to `ipaddress`
+            return False
+    # is_global alone lets multicast through, hence the explicit list.
+    return ip.is_global and not (ip.is_private or ip.is_loopback or ip.is_link_local
+                                 or ip.is_multicast or ip.is_reserved or ip.is_unspecified)
+
+
+def check_public_host(url: str, *, allow_private: bool = False) -> None:
+    """Refuse anything but an http(s) URL whose host resolves only to public addresses."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        raise FetchError("The link is malformed", detail=url) from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise FetchError("The link must start with https://", detail=url)
+    if not host:
+        raise FetchError("The link has no host name", detail=url)
+    if allow_private:
+        return
+    try:
+        addresses = _resolve(host, port or (443 if scheme == "https" else 80))
+    except (OSError, UnicodeError) as exc:
+        raise FetchError("The link's server could not be found; check the link or try again",
+                         detail=f"{host}: {exc}") from exc
+    if not addresses:
+        raise FetchError("The link's server could not be found; check the link or try again",
+                         detail=f"{host}: no addresses")
+    for address, _ in addresses:
+        if not _is_public_ip(address):
+            raise FetchError(PRIVATE_MESSAGE, detail=f"{host} resolves to {address}")
+
+
+# -- the egress guard -----------------------------------------------------------------------
+
+class _Refused(Exception):
+    pass
+
+
+# Headers that describe one hop; the guard speaks HTTP/1.0-style "one request, then close".
+_HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authorization",
+                          "proxy-authenticate", "upgrade"})
+_MAX_HEAD = 64 * 1024
+
+
+def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The HTTP head up to the blank line, and whatever arrived after it."""
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        if len(buffer) > _MAX_HEAD:
+            raise ValueError("HTTP head too large")
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed inside the HTTP head")
+        buffer += chunk
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def _close_after_one(head: bytes, first_line: str | None = None) -> bytes:
+    """The head without hop-by-hop headers and with `Connection: close`."""
+    lines = head.decode("latin-1").split("\r\n")
+    kept = [line for line in lines[1:]
+            if line and line.split(":", 1)[0].strip().lower() not in _HOP_HEADERS]
+    return "\r\n".join([first_line or lines[0], *kept, "Connection: close", "", ""]).encode(
+        "latin-1")
+
+
+def _split_authority(authority: str) -> tuple[str, int]:
+    parts = urlsplit("//" + authority)
+    if not parts.hostname:
+        raise ValueError(f"bad CONNECT target {authority!r}")
+    return parts.hostname, parts.port or 443
+
+
+class _CancelEvent(threading.Event):
+    """A real Event (what gdown expects) that also becomes set the moment a duck-typed
+    `source` does: every is_set() asks it."""
+
+    def __init__(self, source: _Cancel | None):
+        super().__init__()
+        self._source = source
+
+    def is_set(self) -> bool:
+        if not super().is_set() and self._source is not None and self._source.is_set():
+            self.set()
+        return super().is_set()
+
+
+class _EgressGuard:
+    """A loopback HTTP proxy for one fetch that connects only to public addresses.
+
+    CONNECT tunnels (https) are piped as they are; absolute-form requests (plain http, used by
+    tests and FFmpeg) are forwarded one per connection. `refused` names the first destination
+    turned away, so the caller can tell "private address" from an ordinary network failure.
+    It also offers a duck-typed `cancel` as a real Event (`cancelled`) and cuts open tunnels
+    when it fires, which stops even an FFmpeg child that has no cancel hook.
+    """
+
+    def __init__(self, *, allow_private: bool, timeout: float, cancel: _Cancel | None = None):
+        self.allow_private = allow_private
+        self.timeout = timeout
+        self.cancelled = _CancelEvent(cancel)
+        self._cut = False
+        self.refused: str | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)  # the accept loop doubles as the cancel poller
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept_loop, name="fetch-guard",
+                                        daemon=True)
+
+    def __enter__(self) -> _EgressGuard:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept() at once (Linux)
+        except OSError:
+            pass
+        self._thread.join(timeout=2)
+        self._listener.close()
+        self._close_all()
+
+    # - plumbing -
+
+    def poll_cancel(self) -> bool:
+        if not self.cancelled.is_set():
+            return False
+        if not self._cut:  # once: cut every open tunnel
+            self._cut = True
+            self._close_all()
+        return True
+
+    def _close_all(self) -> None:
+        with self._lock:
+            sockets, self._open = list(self._open), set()
+        for sock in sockets:
+            _close(sock)
+
+    def _track(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._open.add(sock)
+        return sock
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            self.poll_cancel()  # after a cancel, connections are still taken, then refused
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(self.timeout)
+            threading.Thread(target=self._serve, args=(self._track(client),),
+                             name="fetch-guard-tunnel", daemon=True).start()
+
+    def _connect(self, host: str, port: int) -> socket.socket:
+        if self.cancelled.is_set():
+            raise ConnectionAbortedError("cancelled")
+        addresses = _resolve(host, port)
+        if not addresses:
+            raise OSError(f"{host} has no addresses")
+        if not self.allow_private:
+            for address, _ in addresses:
+                if not _is_public_ip(address):
+                    with self._lock:
+                        self.refused = self.refused or f"{host}:{port} ({address})"
+                    log.warning("fetch guard refused %s:%s (%s)", host, port, address)
+                    raise _Refused(address)
+        error: OSError | None = None
+        for address, address_port in addresses:  # connect to exactly what was checked
+            try:
+                return self._track(socket.create_connection((address, address_port),
+                                                            timeout=self.timeout))
+            except OSError as exc:
+                error = exc
+        raise error or OSError(f"could not connect to {host}")
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream: socket.socket | None = None
+        answered = False
+        try:
+            head, rest = _read_head(client)
+            method, target, version = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+            if method.upper() == "CONNECT":
+                upstream = self._connect(*_split_authority(target))
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                answered = True
+                if rest:
+                    upstream.sendall(rest)
+            else:
+                parts = urlsplit(target)
+                if parts.scheme.lower() != "http" or not parts.hostname:
+                    raise ValueError(f"not an absolute http URL: {target!r}")
+                upstream = self._connect(parts.hostname, parts.port or 80)
+                path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                upstream.sendall(_close_after_one(head, f"{method} {path} {version}") + rest)
+                # Closing after one response keeps clients from reusing this connection
+                # for a request to another host.
+                response, body = _read_head(upstream)
+                client.sendall(_close_after_one(response) + body)
+                answered = True
+            self._pipe(client, upstream)
+        except _Refused:
+            _reply(client, b"403 Forbidden", b"Refused: private or local network address")
+        except (OSError, ValueError) as exc:
+            if not answered:
+                _reply(client, b"502 Bad Gateway", str(exc).encode("utf-8", "replace")[:200])
+        finally:
+            for sock in (client, upstream):
+                if sock is not None:
+                    with self._lock:
+                        self._open.discard(sock)
+                    _close(sock)
+
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        peer = {a: b, b: a}
+        last = time.monotonic()
+        with selectors.DefaultSelector() as selector:
+            selector.register(a, selectors.EVENT_READ)
+            selector.register(b, selectors.EVENT_READ)
+            while not (self._stop.is_set() or self.poll_cancel()):
+                events = selector.select(timeout=0.25)
+                if not events:
+                    if time.monotonic() - last > TUNNEL_IDLE_SECONDS:
+                        return
+                    continue
+                for key, _ in events:
+                    sock = cast(socket.socket, key.fileobj)
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    peer[sock].sendall(data)
+                last = time.monotonic()
+
+
+def _reply(sock: socket.socket, status: bytes, body: bytes) -> None:
+    try:
+        sock.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    except OSError:
+        pass
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv on this socket
+    except OSError:
+        pass
+    sock.close()
+
+
+def _warn_if_env_proxy(url: str) -> None:
+    # requests lets HTTP(S)_PROXY from the environment override a session's proxy, so gdown
+    # would bypass the guard; the operator's proxy then decides where connections go.
+    import requests.utils
+
+    if requests.utils.get_environ_proxies(url):
+        log.warning("an HTTP(S)_PROXY environment variable applies to %s; Google Drive "
+                    "downloads go through it instead of the private-address guard", url)
+
+
+# -- shared helpers -------------------------------------------------------------------------
+
+def _hms(seconds: float) -> str:
+    total = int(math.ceil(seconds))
+    return f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+def _human_size(size: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            value = size / scale
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{int(size)} bytes"
+
+
+def _too_large(size: float | None, max_bytes: int) -> FetchError:
+    if size is None:
+        return FetchError(f"The file is larger than the limit of {_human_size(max_bytes)}")
+    return FetchError(f"The file is {_human_size(size)}; the limit is {_human_size(max_bytes)}")
+
+
+def _normalize(text: str) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # yt-dlp may colour "ERROR:"
+    text = text.replace("\u2019", "'")
+    return " ".join(text.split()).lower()
+
+
+def _remove_sources(dest_dir: Path) -> None:
+    """Leftovers of an earlier or failed attempt, so none of them can pass for a result."""
+    for path in dest_dir.glob("source.*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+
+
+@functools.cache
+def _deno_path() -> str | None:
+    """The deno binary from the `deno` PyPI package, else one on PATH."""
+    try:
+        import deno
+
+        return deno.find_deno_bin()
+    except (ImportError, FileNotFoundError):
+        return shutil.which("deno")
+
+
+def _ffmpeg_path() -> str | None:
+    try:
+        from audio_service import ffmpeg_exe
+
+        return ffmpeg_exe()
+    except Exception:  # ImportError, or its AudioError when no ffmpeg exists
+        pass
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:
+        return None
+
+
+# -- YouTube --------------------------------------------------------------------------------
+
+class _YtdlpLog:
+    """yt-dlp's output goes to logging, never to the worker's stderr."""
+
+    def debug(self, message: str) -> None:
+        log.debug("yt-dlp: %s", message)
+
+    def info(self, message: str) -> None:
+        log.debug("yt-dlp: %s", message)
+
+    def warning(self, message: str) -> None:
+        log.info("yt-dlp: %s", message)
+
+    def error(self, message: str) -> None:
+        log.info("yt-dlp: %s", message)
+
+
+def _window(start: float | None, end: float | None) -> tuple[float, float | None] | None:
+    if start is None and end is None:
+        return None
+    begin = float(start or 0)
+    if not math.isfinite(begin) or begin < 0:
+        raise FetchError("The start time must be zero or more seconds")
+    if end is not None and (not math.isfinite(end) or end <= begin):
+        raise FetchError("The end time must be after the start time")
+    if begin == 0 and end is None:
+        return None  # the whole video
+    return begin, (float(end) if end is not None else None)
+
+
+def _check_limits(info: dict[str, Any], *, window: tuple[float, float | None] | None,
+                  max_seconds: int, max_bytes: int, check_size: bool) -> None:
+    live_status = info.get("live_status")
+    if info.get("is_live") or live_status in ("is_live", "is_upcoming"):
+        raise FetchError(LIVE_MESSAGE, detail=f"live_status={live_status}")
+    if live_status == "post_live":
+        raise FetchError("The live stream has just ended and YouTube is still processing it; "
+                         "try again later", detail="live_status=post_live")
+    duration = info.get("duration")
+    what, length = "The video", duration
+    if window is not None:
+        start, end = window
+        if duration is not None and start >= duration:
+            raise FetchError(f"The start time {_hms(start)} is past the end of the video "
+                             f"({_hms(duration)})")
+        known = [x for x in (end, duration) if x is not None]
+        stop = min(known) if known else None
+        what, length = "The selected part", (stop - start if stop is not None else None)
+    if length is None:
+        raise FetchError("YouTube did not say how long the video is, so it cannot be "
+                         "checked against the limit")
+    if length > max_seconds:
+        raise FetchError(f"{what} is {_hms(length)} long; the limit is {_hms(max_seconds)}",
+                         detail=f"duration={duration} window={window}")
+    if check_size:
+        size = info.get("filesize") or info.get("filesize_approx")
+        if size and window is not None and duration:
+            size = size * length / duration  # the window's share of the whole
+        if size and size > max_bytes:
+            raise _too_large(size, max_bytes)
+
+
+def youtube_options(dest_dir: Path, *, start: float | None = None, end: float | None = None,
+                    max_seconds: int, max_bytes: int, proxy: str | None = None,
+                    progress_hook: Callable[[dict[str, Any]], None] | None = None,
+                    ) -> dict[str, Any]:
+    """The yt-dlp parameters of one fetch (exposed so tests can read them)."""
+    import yt_dlp.utils
+
+    window = _window(start, end)
+
+    def limits(info: dict[str, Any], *, incomplete: Any = False) -> None:
+        # Runs before format selection (incomplete: sizes unknown) and again right before the
+        # download; raising stops yt-dlp there.
+        _check_limits(info, window=window, max_seconds=max_seconds, max_bytes=max_bytes,
+                      check_size=not incomplete)
+
+    deno = _deno_path()
+    options: dict[str, Any] = {
+        "format": "bestaudio/best",
+        "noplaylist": True,
+        # Regexes fullmatched against extractor names: exactly YoutubeIE, never "generic".
+        "allowed_extractors": ["youtube"],
+        "paths": {"home": str(dest_dir), "temp": str(dest_dir)},
+        "outtmpl": {"default": "source.%(ext)s"},  # never the title in the path
+        "restrictfilenames": True,
+        "overwrites": True,
+        "continuedl": False,
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "logger": _YtdlpLog(),
+        "socket_timeout": SOCKET_TIMEOUT,
+        "retries": RETRIES,
+        "fragment_retries": RETRIES,
+        "extractor_retries": RETRIES,
+        # yt-dlp's own HTTP downloader; FFmpeg runs only to cut a window (no other way).
+        "external_downloader": {"default": "native"},
+        "postprocessors": [],
+        "match_filter": limits,
+        "progress_hooks": [progress_hook] if progress_hook else [],
+        "remote_components": [],  # never download challenge-solver code
+        "writethumbnail": False,
+        "writesubtitles": False,
+        "writeinfojson": False,
+        "warn_when_outdated": False,
+    }
+    if deno:
+        options["js_runtimes"] = {"deno": {"path": deno}}
+    ffmpeg = _ffmpeg_path()
+    if ffmpeg:
+        options["ffmpeg_location"] = ffmpeg
+    if proxy:
+        options["proxy"] = proxy
+    if window is not None:
+        begin, stop = window
+        options["download_ranges"] = yt_dlp.utils.download_range_func(
+            None, [(begin, stop if stop is not None else math.inf)])
+        options["force_keyframes_at_cuts"] = False  # stream copy: fast, cuts at keyframes
+        # FFmpeg reports no progress, so it limits the output size itself.
+        options["external_downloader_args"] = {"ffmpeg_o": ["-fs", str(max_bytes)]}
+    return options
+
+
+# Checked in order; the first phrase found in yt-dlp's message picks the user's message.
+_YOUTUBE_MESSAGES: list[tuple[tuple[str, ...], str]] = [
+    (("private video", "video is private"), "This YouTube video is private"),
+    (("live event will begin", "premieres in", "premiere will begin", "is_upcoming"),
+     LIVE_MESSAGE),
+    (("confirm your age", "age-restricted", "age restricted", "inappropriate for some users"),
+     "This YouTube video is age-restricted and cannot be fetched without signing in"),
+    (("not a bot",),
+     "YouTube is refusing downloads from this server right now; try again later or upload "
+     "the file"),
+    (("members-only", "members only", "join this channel"),
+     "This YouTube video is for channel members only"),
+    (("not available in your country", "geo restrict", "geo-restrict"),
+     "This YouTube video is not available in the server's country"),
+    (("video unavailable", "no longer available", "has been removed", "been terminated",
+      "video is not available", "this video is unavailable", "copyright"),
+     "This YouTube video is unavailable (removed or restricted)"),
+    (("sign in",), "This YouTube video requires signing in"),
+    (("no suitable extractor", "unsupported url"),
+     "Only links to a single YouTube video are supported"),
+    (("requested format is not available",),
+     "YouTube offers no downloadable audio for this video"),
+    (("cannot be partially downloaded", "ffmpeg is not installed"),
+     "The server cannot download part of this video; remove the start and end times"),
+    (("http error 429", "too many requests"),
+     "YouTube is limiting downloads from this server; try again later"),
+    (("unable to download", "timed out", "connection", "name resolution", "network",
+      "http error 5", "transporterror", "ssl"), YOUTUBE_NETWORK),
+]
+
+
+def youtube_error_message(text: str) -> str:
+    """The user's message for a yt-dlp error text."""
+    normalized = _normalize(text)
+    for phrases, message in _YOUTUBE_MESSAGES:
+        if any(phrase in normalized for phrase in phrases):
+            return message
+    return "Could not download the YouTube video"
+
+
+def _youtube_failure(exc: BaseException, guard: _EgressGuard) -> FetchError | None:
+    import yt_dlp.utils
+
+    if isinstance(exc, FetchError):
+        return exc
+    inner = getattr(exc, "exc_info", None)  # DownloadError wraps what a hook raised
+    if inner and isinstance(inner[1], FetchError):
+        return inner[1]
+    detail = f"{type(exc).__name__}: {exc}"
+    if guard.refused:
+        return FetchError(PRIVATE_MESSAGE, detail=f"refused {guard.refused}; {detail}")
+    if guard.cancelled.is_set():
+        return FetchError(CANCELLED_MESSAGE, detail=detail)
+    if isinstance(exc, yt_dlp.utils.YoutubeDLError):
+        return FetchError(youtube_error_message(str(exc)), detail=str(exc))
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
+        return FetchError(YOUTUBE_NETWORK, detail=detail)
+    return None
+
+
+def _downloaded_file(info: dict[str, Any], folder: Path) -> Path:
+    root = folder.resolve()
+    for entry in info.get("requested_downloads") or []:
+        path = Path(entry.get("filepath") or "").resolve()
+        if path.parent == root and path.is_file():
+            return path
+    found = sorted(p for p in root.glob("source.*") if p.is_file() and not any(
+        mark in p.name for mark in (".part", ".ytdl", ".temp")))
+    if not found:
+        raise FetchError("YouTube sent no audio; try again later",
+                         detail=f"no source file in {root}")
+    return found[0]
+
+
+def fetch_youtube(url: str, dest_dir: Path, *, start: float | None, end: float | None,
+                  max_seconds: int, max_bytes: int, progress: Progress | None = None,
+                  cancel: _Cancel | None = None, allow_private: bool = False) -> FetchResult:
+    """Download the audio of one YouTube video (or only [start, end]) into dest_dir."""
+    check_public_host(url, allow_private=allow_private)
+    window = _window(start, end)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    _remove_sources(dest_dir)
+    # yt-dlp's partial files (.part, .ytdl, .part-FragN) stay in a folder of their own, so
+    # nothing named source.* exists in dest_dir until the download is complete.
+    staging = dest_dir / YOUTUBE_STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+
+    import yt_dlp
+    from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
+
+    with _EgressGuard(allow_private=allow_private, timeout=SOCKET_TIMEOUT,
+                      cancel=cancel) as guard:
+
+        def hook(status: dict[str, Any]) -> None:
+            # Raising here stops yt-dlp's downloader mid-transfer.
+            if guard.poll_cancel():
+                raise FetchError(CANCELLED_MESSAGE)
+            done = int(status.get("downloaded_bytes") or 0)
+            total = status.get("total_bytes")
+            if done > max_bytes or (total and total > max_bytes):
+                raise _too_large(total if total and total > max_bytes else None, max_bytes)
+            if progress is not None:
+                estimate = total or status.get("total_bytes_estimate")
+                progress(done, int(estimate) if estimate else None)
+
+        options = youtube_options(staging, start=start, end=end, max_seconds=max_seconds,
+                                  max_bytes=max_bytes, proxy=guard.url, progress_hook=hook)
+
+        def run() -> dict[str, Any]:
+            # yt-dlp decides whether FFmpeg can cut a window by asking a downloader-less
+            # FFmpegPostProcessor, which reads only this context variable (the CLI sets it
+            # too); without it a venv-only FFmpeg counts as "not installed".
+            FFmpegPostProcessor._ffmpeg_location.set(options.get("ffmpeg_location"))
+            with yt_dlp.YoutubeDL(options) as ydl:
+                info = ydl.extract_info(url, download=False)
+                if not info:
+                    raise FetchError("YouTube returned nothing for this link")
+                if info.get("_type", "video") != "video":
+                    raise FetchError("Only links to a single YouTube video are supported",
+                                     detail=f"_type={info.get('_type')}")
+                _check_limits(info, window=window, max_seconds=max_seconds,
+                              max_bytes=max_bytes, check_size=True)
+                if guard.poll_cancel():
+                    raise FetchError(CANCELLED_MESSAGE)
+                return cast(dict[str, Any], ydl.process_ie_result(info, download=True))
+
+        try:
+            info = contextvars.copy_context().run(run)
+            if guard.poll_cancel():
+                raise FetchError(CANCELLED_MESSAGE)
+            downloaded = _downloaded_file(info, staging)
+        except BaseException as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            # Only errors are translated; KeyboardInterrupt and the like pass through.
+            failure = _youtube_failure(exc, guard) if isinstance(exc, Exception) else None
+            if failure is None or failure is exc:
+                raise
+            raise failure from exc
+    size = downloaded.stat().st_size
+    if size > max_bytes or size == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise (_too_large(size, max_bytes) if size
+               else FetchError("YouTube sent an empty file; try again later"))
+    path = dest_dir.resolve() / downloaded.name
+    os.replace(downloaded, path)
+    shutil.rmtree(staging, ignore_errors=True)
+    if progress is not None:
+        progress(size, size)
+    return FetchResult(path=path, title=info.get("title"), windowed=window is not None,
+                       size=size)
+
+
+# -- Google Drive ---------------------------------------------------------------------------
+
+_DRIVE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
+_DRIVE_HOSTS = frozenset({"drive.google.com", "docs.google.com"})
+
+
+class _CappedWriter:
+    """The file object gdown writes to: counts bytes and stops past max_bytes."""
+
+    def __init__(self, raw: BinaryIO, max_bytes: int):
+        self._raw = raw
+        self.max_bytes = max_bytes
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        if self.written + len(data) > self.max_bytes:
+            raise _too_large(None, self.max_bytes)
+        self.written += len(data)
+        return self._raw.write(data)
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+
+def drive_error_message(text: str) -> str:
+    """The user's message for a gdown FileURLRetrievalError text."""
+    normalized = _normalize(text)
+    if "too many users have viewed or downloaded" in normalized or "quota" in normalized:
+        return DRIVE_QUOTA
+    if "folder" in normalized:
+        return DRIVE_FOLDER
+    return DRIVE_NOT_SHARED
+
+
+def _title_from_name(name: str | None) -> str | None:
+    if not name:
+        return None
+    stem = os.path.splitext(name)[0].strip() if not name.startswith(".") else name.strip()
+    return stem or None
+
+
+def _disposition_name(header: str | None) -> str | None:
+    # Same reading as gdown's _get_filename_from_response (RFC 5987 form first).
+    if not header:
+        return None
+    from urllib.parse import unquote
+
+    header = unquote(header)
+    match = (re.search(r"filename\*=UTF-8''(.*)", header)
+             or re.search(r'filename="(.*?)"', header))
+    return match.group(1).replace("/", "_").replace("\\", "_").strip() if match else None
+
+
+def _probe_plain(url: str, guard: _EgressGuard, timeout: float) -> tuple[str, str | None]:
+    """For a base_url that is not Google's (tests, mirrors): gdown downloads such URLs as
+    plain files, so read the name and Drive's error pages here, the way gdown would.
+    Returns the URL to download and the file name."""
+    import requests
+    from gdown.download import get_url_from_gdrive_confirmation
+
+    with requests.Session() as session:
+        session.trust_env = False  # the guard is the only way out
+        session.proxies = {"http": guard.url, "https": guard.url}
+        for _ in range(3):
+            with session.get(url, stream=True, timeout=timeout) as response:
+                response.raise_for_status()
+                disposition = response.headers.get("Content-Disposition")
+                if disposition or not response.headers.get("Content-Type", "").startswith(
+                        "text/html"):
+                    return response.url, _disposition_name(disposition)
+                # An HTML page: Drive's virus-scan confirmation or an error page; gdown's
+                # parser raises FileURLRetrievalError for the latter.
+                url = get_url_from_gdrive_confirmation(response.text)
+    raise FetchError(DRIVE_NOT_SHARED, detail=f"no file after confirmations at {url}")
+
+
+def _drive_failure(exc: BaseException, guard: _EgressGuard) -> FetchError | None:
+    import gdown.exceptions
+    import requests
+
+    if isinstance(exc, FetchError):
+        return exc
+    detail = f"{type(exc).__name__}: {exc}"
+    if guard.refused:
+        return FetchError(PRIVATE_MESSAGE, detail=f"refused {guard.refused}; {detail}")
+    if isinstance(exc, gdown.exceptions.DownloadCancelled) or guard.cancelled.is_set():
+        return FetchError(CANCELLED_MESSAGE, detail=detail)
+    if isinstance(exc, gdown.exceptions.FileURLRetrievalError):
+        return FetchError(drive_error_message(str(exc)), detail=detail)
+    if isinstance(exc, requests.HTTPError):
+        status = exc.response.status_code if exc.response is not None else 0
+        message = {401: DRIVE_NOT_SHARED, 403: DRIVE_NOT_SHARED, 404: DRIVE_NOT_FOUND,
+                   429: DRIVE_QUOTA}.get(status)
+        return FetchError(message or f"Google Drive answered with an error (HTTP {status}); "
+                                     "try again later", detail=detail)
+    if isinstance(exc, (requests.RequestException, gdown.exceptions.DownloadError,
+                        ConnectionError, TimeoutError)):
+        return FetchError(DRIVE_NETWORK, detail=detail)
+    # Anything else (the server's disk, a bug) is not the user's to fix: it propagates.
+    return None
+
+
+def fetch_drive(file_id: str, dest_dir: Path, *, base_url: str = "https://drive.google.com",
+                max_bytes: int, progress: Progress | None = None, cancel: _Cancel | None = None,
+                timeout: float = 60, allow_private: bool = False) -> FetchResult:
+    """Download one publicly shared Google Drive file to dest_dir/source.drive.
+
+    gdown speaks Drive's protocol (confirmation pages, Docs export, error pages) only to
+    drive.google.com and docs.google.com; any other base_url is probed by `_probe_plain`.
+    """
+    if not _DRIVE_ID.fullmatch(file_id):
+        raise FetchError("The Google Drive link does not name a file", detail=file_id)
+    url = f"{base_url.rstrip('/')}/uc?id={file_id}"
+    check_public_host(url, allow_private=allow_private)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    part, final = dest_dir / "source.part", dest_dir / "source.drive"
+    final.unlink(missing_ok=True)
+    _warn_if_env_proxy(url)
+
+    import gdown
+
+    with _EgressGuard(allow_private=allow_private, timeout=timeout, cancel=cancel) as guard:
+        common = dict(quiet=True, use_cookies=False, proxy=guard.url, timeout=timeout,
+                      cancel=guard.cancelled)
+
+        def on_progress(done: int, total: int | None) -> None:
+            # gdown's total is the announced length: refuse before the bytes arrive.
+            if total is not None and total > max_bytes:
+                raise _too_large(total, max_bytes)
+            if progress is not None:
+                progress(done, total)
+
+        try:
+            if urlsplit(url).hostname in _DRIVE_HOSTS:
+                # gdown hands a file object no name, so ask for it first; this also turns
+                # "not shared" and quota pages into errors before any file exists.
+                found = gdown.download(url=url, skip_download=True, **common)
+                title, download_url = _title_from_name(getattr(found, "path", None)), url
+            else:
+                download_url, name = _probe_plain(url, guard, timeout)
+                title = _title_from_name(name)
+            with open(part, "wb") as raw:
+                writer = _CappedWriter(raw, max_bytes)
+                gdown.download(url=download_url, output=cast(BinaryIO, writer),
+                               progress=on_progress, **common)
+        except BaseException as exc:
+            part.unlink(missing_ok=True)
+            # Only errors are translated; KeyboardInterrupt and the like pass through.
+            failure = _drive_failure(exc, guard) if isinstance(exc, Exception) else None
+            if failure is None or failure is exc:
+                raise
+            raise failure from exc
+    size = part.stat().st_size
+    if size == 0:
+        part.unlink(missing_ok=True)
+        raise FetchError("The Google Drive file is empty")
+    os.replace(part, final)  # the finished name appears only once every byte is there
+    return FetchResult(path=final, title=title, windowed=False, size=size)
+
