@@ -1,14 +1,16 @@
 """JWT wiring: who a token belongs to, and the 401 JSON for every token problem."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from flask import Flask
 from flask_jwt_extended import JWTManager
 
 from database import db
 from errors import error_response
-from models import User
+from sqlalchemy import delete
+
+from models import RevokedToken, User, utcnow
 
 jwt = JWTManager()
 
@@ -28,6 +30,20 @@ def token_claims(user: User) -> dict:
 @jwt.user_identity_loader
 def _identity(user: User) -> str:
     return str(user.id)
+
+
+@jwt.token_in_blocklist_loader
+def _is_revoked(_header: dict, payload: dict) -> bool:
+    jti = payload.get("jti")
+    return not isinstance(jti, str) or db.session.get(RevokedToken, jti) is not None
+
+
+def revoke(payload: dict, user_id: int | None) -> None:
+    """Sign a token out for good (kept in the database, so it survives restarts)."""
+    expires = datetime.fromtimestamp(payload["exp"], tz=timezone.utc)
+    db.session.merge(RevokedToken(jti=payload["jti"], user_id=user_id, expires_at=expires))
+    # Expired tokens are refused anyway: forget them, keeping the table small.
+    db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
 
 
 @jwt.user_lookup_loader

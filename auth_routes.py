@@ -1,11 +1,16 @@
 """POST /login and the token routes."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
-from flask_jwt_extended import create_access_token, create_refresh_token, current_user, jwt_required
+from flask import Blueprint, jsonify, request
+from flask_jwt_extended import (create_access_token, create_refresh_token, current_user,
+                                decode_token, get_jwt, jwt_required)
+from flask_jwt_extended.exceptions import JWTExtendedException
+from jwt import InvalidTokenError
 from sqlalchemy import select
 
-from auth import token_claims
+import login_throttle
+from auth import revoke, token_claims
+from errors import APIError
 from database import db
 from models import User
 from password import burn_verification_time, hash_password, needs_rehash, verify_password
@@ -27,12 +32,16 @@ def login():
     data = json_body()
     username = string_field(data, "username", max_length=MAX_USERNAME_LENGTH)
     password = string_field(data, "password", max_length=MAX_PASSWORD_LENGTH, strip=False)
+    login_throttle.check_not_locked(username)
     user = db.session.execute(select(User).where(User.username == username)).scalar_one_or_none()
     if user is None:
-        burn_verification_time()
+        burn_verification_time()  # as slow as a real check: existence stays hidden
+        login_throttle.record_failure(username)
         return _bad_credentials()
     if not verify_password(user.password_hash, password):
+        login_throttle.record_failure(username)
         return _bad_credentials()
+    login_throttle.record_success(username)
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
         db.session.commit()
@@ -49,3 +58,24 @@ def login():
 def refresh():
     return jsonify(access_token=create_access_token(
         identity=current_user, additional_claims=token_claims(current_user)))
+
+
+@bp.post("/logout")
+@jwt_required(verify_type=False)
+def logout():
+    """Revokes the token sent (access or refresh), and the refresh token in the body if any."""
+    revoke(get_jwt(), current_user.id)
+    data = request.get_json(silent=True) if request.data else None
+    refresh_token = data.get("refresh_token") if isinstance(data, dict) else None
+    if refresh_token is not None:
+        if not isinstance(refresh_token, str) or len(refresh_token) > 4096:
+            raise APIError(400, "'refresh_token' must be a token string")
+        try:
+            payload = decode_token(refresh_token)
+        except (InvalidTokenError, JWTExtendedException):
+            raise APIError(400, "'refresh_token' is not a valid token") from None
+        if payload.get("sub") != str(current_user.id):
+            raise APIError(400, "'refresh_token' belongs to another user")
+        revoke(payload, current_user.id)
+    db.session.commit()
+    return jsonify(message="Signed out")

@@ -176,6 +176,25 @@ class AppAsset(db.Model):
         DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=func.now())
 
 
+class RevokedToken(db.Model):
+    """Tokens signed out with POST /logout; kept until they would have expired anyway."""
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class LoginThrottle(db.Model):
+    """Failed sign-ins per account (`user:<name>`) and per address (`ip:<addr>`)."""
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 # Setting keys the service itself reads.
 SETTING_TRANSCRIBING_ALLOWED = "transcribing_allowed"
 SETTING_ACTIVE_TRANSCRIBE_PROMPT = "active_transcribe_prompt_id"

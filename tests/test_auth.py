@@ -145,3 +145,70 @@ def test_access_token_lifetime_is_configurable(make_app, make_user):
     token = login(app.test_client(), "bob")
     claims = pyjwt.decode(token, TEST_SECRET, algorithms=["HS256"])
     assert claims["exp"] - claims["iat"] == 2 * 3600
+
+
+def test_logout_revokes_tokens_and_survives_a_restart(make_app, client, user):
+    body = client.post("/login", json={"username": "alice", "password": TEST_PASSWORD}).get_json()
+    access, refresh_token = body["access_token"], body["refresh_token"]
+    response = client.post("/logout", headers=bearer(access), json={"refresh_token": refresh_token})
+    assert response.status_code == 200
+    assert client.get("/transcriptions", headers=bearer(access)).status_code == 401
+    restarted = make_app().test_client()  # a new process sees the same revocations
+    revoked = restarted.get("/transcriptions", headers=bearer(access))
+    assert revoked.status_code == 401 and "revoked" in revoked.get_json()["error"]
+    assert restarted.post("/refresh", headers=bearer(refresh_token)).status_code == 401
+    # Another session of the same user is untouched.
+    assert restarted.get("/transcriptions", headers=bearer(login(restarted, "alice"))
+                         ).status_code == 200
+
+
+@pytest.mark.parametrize("refresh_token, message", [
+    (5, "must be a token string"), ("garbage", "not a valid token")])
+def test_logout_with_a_bad_refresh_token_is_400(client, user, refresh_token, message):
+    access = login(client, "alice")
+    response = client.post("/logout", headers=bearer(access), json={"refresh_token": refresh_token})
+    assert response.status_code == 400 and message in response.get_json()["error"]
+
+
+def test_login_is_rate_limited_per_account(make_app, make_user):
+    app = make_app(LOGIN_MAX_FAILURES_PER_ACCOUNT=3, LOGIN_LOCKOUT_SECONDS=600)
+    make_user("bob")
+    client = app.test_client()
+    for _ in range(3):
+        assert client.post("/login", json={"username": "bob", "password": "wrong"}
+                           ).status_code == 401
+    locked = client.post("/login", json={"username": "bob", "password": TEST_PASSWORD})
+    assert locked.status_code == 429
+    assert 590 <= int(locked.headers["Retry-After"]) <= 600
+    assert "Too many failed sign-ins" in locked.get_json()["error"]
+    # Unknown usernames lock the same way: the limit reveals nothing.
+    for _ in range(3):
+        client.post("/login", json={"username": "ghost", "password": "wrong"})
+    assert client.post("/login", json={"username": "ghost", "password": "x"}).status_code == 429
+
+
+def test_login_is_rate_limited_per_client_address_behind_a_proxy(make_app, make_user):
+    app = make_app(LOGIN_MAX_FAILURES_PER_ADDRESS=4, TRUSTED_PROXY_COUNT=1)
+    make_user("carol")
+    client = app.test_client()
+    attacker = {"X-Forwarded-For": "203.0.113.7"}
+    for i in range(4):
+        client.post("/login", json={"username": f"user{i}", "password": "x"}, headers=attacker)
+    blocked = client.post("/login", json={"username": "carol", "password": TEST_PASSWORD},
+                          headers=attacker)
+    assert blocked.status_code == 429
+    other = client.post("/login", json={"username": "carol", "password": TEST_PASSWORD},
+                        headers={"X-Forwarded-For": "198.51.100.9"})
+    assert other.status_code == 200
+
+
+def test_a_successful_login_clears_the_account_count(make_app, make_user):
+    app = make_app(LOGIN_MAX_FAILURES_PER_ACCOUNT=3)
+    make_user("dan")
+    client = app.test_client()
+    for _ in range(2):
+        client.post("/login", json={"username": "dan", "password": "wrong"})
+    login(client, "dan")
+    for _ in range(2):
+        client.post("/login", json={"username": "dan", "password": "wrong"})
+    login(client, "dan")
