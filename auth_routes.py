@@ -1,7 +1,7 @@
 """POST /login and the token routes."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 from flask_jwt_extended import (create_access_token, create_refresh_token, current_user,
                                 decode_token, get_jwt, jwt_required)
 from flask_jwt_extended.exceptions import JWTExtendedException
@@ -14,7 +14,7 @@ from errors import APIError
 from database import db
 from models import User
 from password import burn_verification_time, hash_password, needs_rehash, verify_password
-from validation import json_body, string_field
+from validation import json_body, optional_json_body, string_field
 
 bp = Blueprint("auth", __name__)
 
@@ -65,8 +65,7 @@ def refresh():
 def logout():
     """Revokes the token sent (access or refresh), and the refresh token in the body if any."""
     revoke(get_jwt(), current_user.id)
-    data = request.get_json(silent=True) if request.data else None
-    refresh_token = data.get("refresh_token") if isinstance(data, dict) else None
+    refresh_token = optional_json_body().get("refresh_token")
     if refresh_token is not None:
         if not isinstance(refresh_token, str) or len(refresh_token) > 4096:
             raise APIError(400, "'refresh_token' must be a token string")

@@ -16,12 +16,20 @@ def json_body() -> dict[str, Any]:
     """The request's JSON object; a clear 400 for a missing, malformed or non-object body."""
     if not request.data:
         raise APIError(400, "The request body must be a JSON object")
-    data = request.get_json(silent=True, force=True)
+    try:
+        data = request.get_json(silent=True, force=True)
+    except RecursionError:  # `[[[[...` a hundred thousand deep
+        raise APIError(400, "The JSON body is nested too deeply") from None
     if data is None:
         raise APIError(400, "The request body is not valid JSON")
     if not isinstance(data, dict):
         raise APIError(400, "The request body must be a JSON object")
     return data
+
+
+def optional_json_body() -> dict[str, Any]:
+    """Like json_body, for routes whose body is optional: no body is an empty object."""
+    return json_body() if request.data else {}
 
 
 def string_field(data: dict[str, Any], name: str, *, max_length: int, required: bool = True,
