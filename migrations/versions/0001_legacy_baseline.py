@@ -90,7 +90,8 @@ def upgrade():
 
     # The rows the old scripts seeded (the admin user is made with `flask create-admin`).
     for table in ("transcribe_prompts", "proofread_prompts"):
-        op.execute(sa.text(f"INSERT INTO {table} (version, prompt) VALUES ('EMPTY', '')"))
+        prompts = sa.table(table, sa.column("version"), sa.column("prompt"))
+        op.bulk_insert(prompts, [{"version": "EMPTY", "prompt": ""}])
     settings = sa.table("system_settings", sa.column("setting_key"), sa.column("setting_value"),
                         sa.column("description"))
     op.bulk_insert(settings, [
