@@ -17,7 +17,7 @@ from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_P
 from pandoc_service import DEFAULT_REFERENCE_DOCX
 from pipeline import REFERENCE_DOCX_ASSET
 from password import hash_password
-from serializers import (admin_transcription, error_log, prompt, setting, transcription_rows,
+from serializers import (admin_transcription, error_log, prompt, setting, transcription_page,
                          user_summary)
 from storage import remove_job_files, remove_legacy_documents
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
@@ -49,13 +49,13 @@ def require_admin():
 @bp.get("/users")
 def list_users():
     limit, offset = pagination()
-    counts = (select(Transcription.user_id, func.count().label("n"))
-              .group_by(Transcription.user_id).subquery())
+    # Only the columns the answer needs (no password hashes), counted per user by index.
+    count = (select(func.count()).where(Transcription.user_id == User.id)
+             .correlate(User).scalar_subquery().label("transcription_count"))
     rows = db.session.execute(
-        select(User, func.coalesce(counts.c.n, 0))
-        .outerjoin(counts, counts.c.user_id == User.id)
+        select(User.id, User.username, User.is_admin, User.created_at, count)
         .order_by(User.id).limit(limit).offset(offset)).all()
-    return jsonify([user_summary(user, count) for user, count in rows])
+    return jsonify([user_summary(row) for row in rows])
 
 
 def _new_password(data: dict, name: str = "password") -> str:
@@ -136,10 +136,7 @@ def delete_user(user_id: str):
 def list_all_transcriptions():
     limit, offset = pagination()
     rows = db.session.execute(
-        transcription_rows(User.username)
-        .outerjoin(User, User.id == Transcription.user_id)
-        .order_by(Transcription.created_at.desc(), Transcription.id)
-        .limit(limit).offset(offset)).all()
+        transcription_page(limit=limit, offset=offset, with_username=True)).all()
     return jsonify([admin_transcription(row) for row in rows])
 
 

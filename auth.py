@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from flask import Flask
+from flask import Flask, g
 from flask_jwt_extended import JWTManager
 
 from database import db
 from errors import error_response
-from sqlalchemy import delete
+from sqlalchemy import delete, exists, select
 
 from models import RevokedToken, User, utcnow
 
@@ -34,8 +34,26 @@ def _identity(user: User) -> str:
 
 @jwt.token_in_blocklist_loader
 def _is_revoked(_header: dict, payload: dict) -> bool:
+    """One statement answers both questions of every request: is the token revoked, and
+    who is its user (kept for `_load_user`)."""
     jti = payload.get("jti")
-    return not isinstance(jti, str) or db.session.get(RevokedToken, jti) is not None
+    if not isinstance(jti, str):
+        return True
+    user_id = _user_id(payload)
+    revoked = exists().where(RevokedToken.jti == jti)
+    if user_id is None:
+        return bool(db.session.execute(select(revoked)).scalar())
+    row = db.session.execute(select(User, revoked).where(User.id == user_id)).first()
+    g.ezra_token_user = row[0] if row else None
+    return bool(row and row[1])
+
+
+def _user_id(payload: dict) -> int | None:
+    try:
+        user_id = int(payload["sub"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return user_id if 0 < user_id < 2**31 else None
 
 
 def revoke(payload: dict, user_id: int | None) -> None:
@@ -48,11 +66,12 @@ def revoke(payload: dict, user_id: int | None) -> None:
 
 @jwt.user_lookup_loader
 def _load_user(_header: dict, payload: dict) -> User | None:
-    try:
-        user_id = int(payload["sub"])
-    except (KeyError, TypeError, ValueError):
+    user_id = _user_id(payload)
+    if user_id is None:
         return None
-    user = db.session.get(User, user_id)
+    user = g.pop("ezra_token_user", None)
+    if user is None or user.id != user_id:
+        user = db.session.get(User, user_id)
     # A deleted user, or a token issued before the last password reset, is signed out.
     if user is None or payload.get("tv") != user.token_version:
         return None

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Select, and_, exists, select
+from sqlalchemy.orm import aliased
 
 from models import Document, ErrorLog, SystemSetting, Transcription, User
 
@@ -22,15 +23,24 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat()
 
 
-def _has_document(kind: str):
-    return exists().where(and_(Document.transcription_id == Transcription.id,
-                               Document.kind == kind)).label(f"has_{kind}")
+NEWEST_FIRST = (Transcription.created_at.desc(), Transcription.id)
 
 
-def transcription_rows(*extra_columns) -> Select:
-    """Transcriptions with a flag per stored document; callers add filters and paging."""
-    return select(Transcription, *[_has_document(k) for k in ("txt", "md", "docx")],
-                  *extra_columns)
+def transcription_page(*criteria, limit: int, offset: int, with_username: bool = False) -> Select:
+    """One page of transcriptions, newest first, with a flag per stored document.
+
+    The page is cut first (a LIMITed subquery) and the document flags are computed for its
+    rows only; otherwise PostgreSQL would probe the documents of every matching row.
+    """
+    page = (select(Transcription).where(*criteria).order_by(*NEWEST_FIRST)
+            .limit(limit).offset(offset).subquery())
+    job = aliased(Transcription, page)
+    flags = [exists().where(and_(Document.transcription_id == job.id, Document.kind == kind))
+             .label(f"has_{kind}") for kind in ("txt", "md", "docx")]
+    query = select(job, *flags)
+    if with_username:
+        query = query.add_columns(User.username).outerjoin(User, User.id == job.user_id)
+    return query.order_by(job.created_at.desc(), job.id)
 
 
 def document_link(row: Any, kind: str) -> str | None:
@@ -97,9 +107,9 @@ def admin_transcription(row: Any) -> dict[str, Any]:
     }
 
 
-def user_summary(user: User, transcription_count: int) -> dict[str, Any]:
-    return {"id": user.id, "username": user.username, "is_admin": bool(user.is_admin),
-            "created_at": iso(user.created_at), "transcription_count": transcription_count}
+def user_summary(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "username": row.username, "is_admin": bool(row.is_admin),
+            "created_at": iso(row.created_at), "transcription_count": row.transcription_count}
 
 
 def error_log(log: ErrorLog) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from errors import APIError
 from links import LinkError, parse_link
 from models import FINAL_STATUSES, SUBMITTED, Document, Transcription
 from pandoc_service import safe_download_name
-from serializers import FILE_TYPES, LEGACY_PATH_COLUMN, transcription_rows, user_transcription
+from serializers import FILE_TYPES, LEGACY_PATH_COLUMN, transcription_page, user_transcription
 from storage import legacy_document_path
 from system_settings import transcribing_allowed
 from validation import format_seconds, pagination, parse_timestamp, uuid_id
@@ -88,11 +88,8 @@ def _check_unfinished_limit(user_id: int) -> None:
 @jwt_required()
 def list_transcriptions():
     limit, offset = pagination()
-    rows = db.session.execute(
-        transcription_rows()
-        .where(Transcription.user_id == current_user.id)
-        .order_by(Transcription.created_at.desc(), Transcription.id)
-        .limit(limit).offset(offset)).all()
+    rows = db.session.execute(transcription_page(
+        Transcription.user_id == current_user.id, limit=limit, offset=offset)).all()
     return jsonify([user_transcription(row) for row in rows])
 
 
@@ -132,9 +129,9 @@ def _own_transcription(transcription_id: str) -> Transcription:
 
 def _own_transcription_row(transcription_id: str):
     job_id = uuid_id(transcription_id)
-    row = db.session.execute(
-        transcription_rows().where(Transcription.id == job_id,
-                                   Transcription.user_id == current_user.id)).first()
+    row = db.session.execute(transcription_page(
+        Transcription.id == job_id, Transcription.user_id == current_user.id,
+        limit=1, offset=0)).first()
     if row is None:
         raise APIError(404, "Transcription not found")
     return row
