@@ -8,10 +8,9 @@ Retry-After); the answers are joined in order.
 from __future__ import annotations
 
 import re
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
-from transcription_service import Cancelled, ChunkStore
+from transcription_service import ChunkStore, run_pending
 
 MAX_OUTPUT_TOKENS = 8192  # DeepSeek's chat models answer at most 8K tokens
 _SENTENCE_END = re.compile(r"(?<=[.!?…。？！])[\"'”’)\]]*\s+")
@@ -25,25 +24,24 @@ class ProofreadError(Exception):
 
 def split_into_slices(text: str, max_chars: int) -> list[str]:
     """Greedy packing of paragraphs (then sentences, then words) into slices of at most
-    `max_chars` characters; joining the slices with blank lines keeps every word in order."""
-    pieces: list[str] = []
+    `max_chars` characters. Paragraphs stay separated by a blank line and sentences of one
+    paragraph by a space, so the slices joined back read like the transcript."""
+    pieces: list[tuple[str, str]] = []  # (text, separator before it inside a slice)
     for paragraph in re.split(r"\n\s*\n", text.strip()):
         paragraph = paragraph.strip()
         if not paragraph:
             continue
-        if len(paragraph) <= max_chars:
-            pieces.append(paragraph)
-            continue
-        for sentence in _SENTENCE_END.split(paragraph):
-            pieces.extend(_hard_wrap(sentence.strip(), max_chars))
+        parts = [paragraph] if len(paragraph) <= max_chars else [
+            part for sentence in _SENTENCE_END.split(paragraph)
+            for part in _hard_wrap(sentence.strip(), max_chars)]
+        pieces.extend((part, "\n\n" if i == 0 else " ") for i, part in enumerate(parts))
     slices: list[str] = []
     current = ""
-    for piece in pieces:
-        separator = "\n\n" if current else ""
+    for piece, separator in pieces:
         if current and len(current) + len(separator) + len(piece) > max_chars:
             slices.append(current)
-            current, separator = "", ""
-        current += separator + piece
+            current = ""
+        current = f"{current}{separator}{piece}" if current else piece
     if current:
         slices.append(current)
     return slices
@@ -73,44 +71,29 @@ def _hard_wrap(sentence: str, max_chars: int) -> list[str]:
 
 class Proofreader:
     def __init__(self, base_url: str, api_key: str, model: str, concurrency: int,
-                 timeout_seconds: float, max_retries: int):
+                 timeout_seconds: float, max_retries: int,
+                 max_output_tokens: int = MAX_OUTPUT_TOKENS):
         from openai import OpenAI
         self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_seconds,
                              max_retries=max_retries)
         self.model = model
         self.concurrency = concurrency
+        self.max_output_tokens = max_output_tokens
 
     def proofread(self, slices: list[str], system_prompt: str, store: ChunkStore) -> str:
-        results = dict(store.done())
-        pending = [i for i in range(len(slices)) if i not in results]
-        store.progress(len(slices) - len(pending), len(slices))
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="proofread") as pool:
-            futures = {pool.submit(self._answer, i, slices[i], system_prompt) for i in pending}
-            try:
-                while futures:
-                    finished, futures = wait(futures, timeout=1, return_when=FIRST_EXCEPTION)
-                    for future in finished:
-                        index, text = future.result()
-                        store.save(index, text)
-                        results[index] = text
-                        store.progress(len(results), len(slices))
-                    if store.should_stop():
-                        raise Cancelled()
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-        return "\n\n".join(results[i] for i in range(len(slices)))
+        answers = run_pending(len(slices),
+                              lambda i: self._answer(i, slices[i], system_prompt),
+                              store, self.concurrency, "proofread")
+        return "\n\n".join(answers)
 
-    def _answer(self, index: int, text: str, system_prompt: str, depth: int = 0
-                ) -> tuple[int, str]:
+    def _answer(self, index: int, text: str, system_prompt: str, depth: int = 0) -> str:
         messages: list[dict[str, Any]] = []
         if system_prompt.strip():
             messages.append({"role": "system", "content": system_prompt})
         messages.append({"role": "user", "content": text})
         try:
             response = self.client.chat.completions.create(
-                model=self.model, messages=messages, max_tokens=MAX_OUTPUT_TOKENS,
+                model=self.model, messages=messages, max_tokens=self.max_output_tokens,
                 temperature=0.2)
         except Exception as exc:  # openai.APIError, after the client's own retries
             status = getattr(exc, "status_code", None)
@@ -121,9 +104,9 @@ class Proofreader:
             raise ProofreadError("The proofreading service failed", f"slice {index}: {exc}") from exc
         choice = response.choices[0]
         answer = (choice.message.content or "").strip()
-        if choice.finish_reason == "length" and depth < 2 and len(text) > 200:
+        if choice.finish_reason == "length" and depth < 2 and len(text) > 20:
             # The answer was cut at the output limit: proofread the slice in two halves.
             halves = split_into_slices(text, len(text) // 2 + 1)
-            return index, "\n\n".join(self._answer(index, half, system_prompt, depth + 1)[1]
-                                      for half in halves)
-        return index, answer
+            return "\n\n".join(self._answer(index, half, system_prompt, depth + 1)
+                                 for half in halves)
+        return answer

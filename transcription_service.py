@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import requests
 
@@ -63,6 +63,41 @@ class Engine(Protocol):
     name: str
 
     def transcribe(self, job: EngineJob) -> str: ...
+
+
+def run_pending(count: int, work: Callable[[int], str], store: ChunkStore,
+                concurrency: int, name: str) -> list[str]:
+    """Run `work(i)` for every index the store has not finished, `concurrency` at a time,
+    saving each answer the moment it arrives (so a crash never pays for it twice).
+    Returns all `count` answers in index order."""
+    results = dict(store.done())
+    pending = [i for i in range(count) if i not in results]
+    store.progress(count - len(pending), count)
+    stop = threading.Event()
+
+    def guarded(index: int) -> tuple[int, str]:
+        if stop.is_set():
+            raise Cancelled()
+        return index, work(index)
+
+    with ThreadPoolExecutor(concurrency, thread_name_prefix=name) as pool:
+        futures = {pool.submit(guarded, i) for i in pending}
+        try:
+            while futures:
+                finished, futures = wait(futures, timeout=1, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    index, text = future.result()
+                    store.save(index, text)
+                    results[index] = text
+                    store.progress(len(results), count)
+                if store.should_stop():
+                    raise Cancelled()
+        except BaseException:
+            stop.set()
+            for future in futures:
+                future.cancel()
+            raise
+    return [results[i] for i in range(count)]
 
 
 def _check_stop(store: ChunkStore) -> None:
@@ -185,17 +220,11 @@ class OpenAIEngine:
     def transcribe(self, job: EngineJob) -> str:
         duration = require_audio(job.audio)
         plan = plan_chunks(duration, detect_silences(job.audio), self.chunk_seconds)
-        results = dict(job.store.done())
-        pending = [i for i in range(len(plan)) if i not in results]
-        job.store.progress(len(plan) - len(pending), len(plan))
-        stop = threading.Event()
 
-        def send(index: int) -> tuple[int, str]:
-            if stop.is_set():
-                raise Cancelled()
+        def send(index: int) -> str:
             start, end = plan[index]
             if end - start < MIN_CHUNK_SECONDS:
-                return index, ""  # a sliver left at the end: nothing to hear, APIs reject it
+                return ""  # a sliver left at the end: nothing to hear, APIs reject it
             piece = job.work_dir / f"chunk-{index:04d}{compact_extension()}"
             cut_segment(job.audio, piece, start, end)
             extra = {"prompt": job.prompt[:MAX_PROMPT_CHARS]} if job.prompt else {}
@@ -208,26 +237,10 @@ class OpenAIEngine:
                                          f"chunk {index}: {exc}") from exc
             finally:
                 piece.unlink(missing_ok=True)
-            return index, getattr(answer, "text", str(answer)).strip()
+            return getattr(answer, "text", str(answer)).strip()
 
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="transcribe") as pool:
-            futures = {pool.submit(send, i) for i in pending}
-            try:
-                while futures:
-                    finished, futures = wait(futures, timeout=1, return_when=FIRST_EXCEPTION)
-                    for future in finished:
-                        index, text = future.result()
-                        job.store.save(index, text)  # saved as soon as paid for
-                        results[index] = text
-                        job.store.progress(len(results), len(plan))
-                    if job.store.should_stop():
-                        raise Cancelled()
-            except BaseException:
-                stop.set()
-                for future in futures:
-                    future.cancel()
-                raise
-        return "\n\n".join(results[i] for i in range(len(plan)) if results[i])
+        texts = run_pending(len(plan), send, job.store, self.concurrency, "transcribe")
+        return "\n\n".join(text for text in texts if text)
 
 
 class LocalWhisperEngine:
