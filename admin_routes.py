@@ -39,6 +39,8 @@ MAX_REFERENCE_DOCX = 10 * 1024 * 1024
 
 @bp.before_request
 def require_admin():
+    if request.method == "OPTIONS":
+        return None  # Flask's automatic answer lists the allowed methods; no data
     verify_jwt_in_request()
     if not current_user.is_admin:
         raise APIError(403, "Admin access required")

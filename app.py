@@ -52,10 +52,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from admin_routes import bp as admin_bp
     from auth_routes import bp as auth_bp
+    from openapi import bp as openapi_bp
     from user_routes import bp as user_bp
     app.register_blueprint(auth_bp)
     app.register_blueprint(user_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(openapi_bp)
 
     app.cli.add_command(create_admin_command)
     if app.config["EMBEDDED_DATABASE"] and not app.testing:

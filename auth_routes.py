@@ -14,7 +14,7 @@ from errors import APIError
 from database import db
 from models import User
 from password import burn_verification_time, hash_password, needs_rehash, verify_password
-from validation import json_body, optional_json_body, string_field
+from validation import is_storable_text, json_body, optional_json_body, string_field
 
 bp = Blueprint("auth", __name__)
 
@@ -67,7 +67,8 @@ def logout():
     revoke(get_jwt(), current_user.id)
     refresh_token = optional_json_body().get("refresh_token")
     if refresh_token is not None:
-        if not isinstance(refresh_token, str) or len(refresh_token) > 4096:
+        if (not isinstance(refresh_token, str) or len(refresh_token) > 4096
+                or not is_storable_text(refresh_token)):
             raise APIError(400, "'refresh_token' must be a token string")
         try:
             payload = decode_token(refresh_token)

@@ -1,6 +1,7 @@
 """One error type for views, and handlers that turn every failure into contract JSON."""
 from __future__ import annotations
 
+import errno
 import logging
 
 from flask import Flask, jsonify, request
@@ -77,6 +78,16 @@ def register_error_handlers(app: Flask) -> None:
                                   {"Retry-After": "5"})
         log.exception("database error on %s %s", request.method, request.path)
         return error_response(500, "Internal server error")
+
+    @app.errorhandler(OSError)
+    def handle_storage_error(exc: OSError):
+        # Disk full, quota, read-only or unwritable storage, e.g. while an upload streams in.
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            log.error("storage error on %s %s: %s", request.method, request.path, exc)
+            db.session.rollback()
+            return error_response(507, "The server cannot store this right now (storage full "
+                                       "or unavailable); please try again later")
+        return handle_unexpected(exc)
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):

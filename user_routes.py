@@ -13,12 +13,12 @@ import pipeline
 from database import db
 from errors import APIError
 from links import LinkError, parse_link
-from models import FINAL_STATUSES, SUBMITTED, Document, Transcription
+from models import FINAL_STATUSES, SUBMITTED, Document, Transcription, User
 from pandoc_service import safe_download_name
 from serializers import FILE_TYPES, LEGACY_PATH_COLUMN, transcription_page, user_transcription
 from storage import legacy_document_path
 from system_settings import transcribing_allowed
-from validation import format_seconds, pagination, parse_timestamp, uuid_id
+from validation import display_text, format_seconds, pagination, parse_timestamp, uuid_id
 
 bp = Blueprint("user", __name__)
 
@@ -64,7 +64,8 @@ def process():
         if len(upload.filename) > MAX_FILENAME_LENGTH:
             raise APIError(400, f"The file name is longer than {MAX_FILENAME_LENGTH} characters")
         job.source_type = "upload"
-        job.audio_file_name = Path(upload.filename.replace("\\", "/")).stem[:200] or "upload"
+        stem = Path(upload.filename.replace("\\", "/")).stem
+        job.audio_file_name = display_text(stem, 200) or "upload"
         pipeline.accept_upload(job, upload)
 
     db.session.add(job)
@@ -74,7 +75,10 @@ def process():
 
 
 def _check_unfinished_limit(user_id: int) -> None:
+    """Count the user's unfinished jobs under a lock on their row, so concurrent submissions
+    of one user queue here and the limit holds (the lock lasts until the job is committed)."""
     limit = current_app.config["MAX_UNFINISHED_JOBS_PER_USER"]
+    db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
     unfinished = db.session.execute(
         select(func.count()).select_from(Transcription).where(
             Transcription.user_id == user_id,

@@ -43,6 +43,8 @@ def string_field(data: dict[str, Any], name: str, *, max_length: int, required: 
         return None
     if not isinstance(value, str):
         raise APIError(400, f"'{name}' must be a string")
+    if not is_storable_text(value):
+        raise APIError(400, f"'{name}' contains a NUL character or invalid Unicode")
     if strip:
         value = value.strip()
     if len(value) < min_length:
@@ -51,6 +53,23 @@ def string_field(data: dict[str, Any], name: str, *, max_length: int, required: 
     if len(value) > max_length:
         raise APIError(400, f"'{name}' must be at most {max_length} characters")
     return value
+
+
+def is_storable_text(value: str) -> bool:
+    """PostgreSQL text holds neither NUL nor lone surrogates (JSON can carry both)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def display_text(value: str, max_length: int) -> str:
+    """A user-supplied label (an upload's file name) made safe to store and show."""
+    cleaned = "".join(ch for ch in value if ch.isprintable())
+    return cleaned.encode("utf-8", "ignore").decode("utf-8")[:max_length]
 
 
 def bool_field(data: dict[str, Any], name: str, *, default: bool | None = None) -> bool:
@@ -72,7 +91,7 @@ def int_id(value: Any, what: str) -> int:
         raise APIError(400, f"{what} must be a whole number")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and re.fullmatch(r"\s*\d{1,10}\s*", value):
+    elif isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,10}\s*", value):
         number = int(value)
     else:
         raise APIError(400, f"{what} must be a whole number")
@@ -102,7 +121,7 @@ def _query_int(name: str, *, default: int, minimum: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not re.fullmatch(r"\d{1,9}", raw):
+    if not re.fullmatch(r"[0-9]{1,9}", raw):
         raise APIError(400, f"'{name}' must be a whole number")
     value = int(raw)
     if value < minimum:
@@ -110,8 +129,8 @@ def _query_int(name: str, *, default: int, minimum: int) -> int:
     return value
 
 
-_TIME_PART = re.compile(r"^\d{1,4}$")
-_SECONDS_PART = re.compile(r"^\d{1,6}(?:\.\d{1,3})?$")
+_TIME_PART = re.compile(r"^[0-9]{1,4}$")
+_SECONDS_PART = re.compile(r"^[0-9]{1,6}(?:\.[0-9]{1,3})?$")
 
 
 def parse_timestamp(raw: str | None, name: str) -> float | None:

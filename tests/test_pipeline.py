@@ -469,3 +469,18 @@ def test_drive_link_to_a_private_address_is_refused(setup, fake_drive, fake_whis
     assert job["status"] == "error"
     assert "private or local network address" in job["error_message"]
     assert fake_whisper.submits == []
+
+
+def test_upload_names_are_labels_only(setup, talk):
+    app, client, headers = setup(PIPELINE_ENABLED=False)
+    data = {"file": (io.BytesIO(talk.read_bytes()), "../../etc/Ser\x00mon\u202e.mp3")}
+    response = client.post("/process", headers=headers, data=data,
+                           content_type="multipart/form-data")
+    assert response.status_code == 200
+    job_id = response.get_json()["transcription_id"]
+    job = client.get(f"/transcriptions/{job_id}", headers=headers).get_json()
+    assert job["audio_file_name"] == "Sermon"
+    with app.app_context():
+        from storage import job_dir
+        stored = list(job_dir(uuid.UUID(job_id)).iterdir())
+        assert [p.name for p in stored] == ["source.upload"]
