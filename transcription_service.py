@@ -219,7 +219,7 @@ class OpenAIEngine:
 
     def transcribe(self, job: EngineJob) -> str:
         duration = require_audio(job.audio)
-        plan = plan_chunks(duration, detect_silences(job.audio), self.chunk_seconds)
+        plan = chunk_plan(duration, detect_silences(job.audio), self.chunk_seconds)
 
         def send(index: int) -> str:
             start, end = plan[index]
@@ -241,6 +241,18 @@ class OpenAIEngine:
 
         texts = run_pending(len(plan), send, job.store, self.concurrency, "transcribe")
         return "\n\n".join(text for text in texts if text)
+
+
+def chunk_plan(duration: float, silences: list[tuple[float, float]],
+               chunk_seconds: float) -> list[tuple[float, float]]:
+    """Chunks cut at silences, none longer than `chunk_seconds`, and no sliver at the end:
+    planning leaves room to fold a last piece of a few seconds into the chunk before it
+    (a separate request for it costs a round trip, and Whisper invents text on silence)."""
+    tail = min(5.0, chunk_seconds / 10)
+    plan = plan_chunks(duration, silences, chunk_seconds - tail)
+    if len(plan) > 1 and plan[-1][1] - plan[-1][0] <= tail:
+        plan[-2:] = [(plan[-2][0], plan[-1][1])]
+    return plan
 
 
 class LocalWhisperEngine:

@@ -168,7 +168,8 @@ def test_window_outside_the_audio_is_a_clear_error(setup, talk):
 
 
 def test_openai_engine_chunks_at_silences_in_order(setup, fake_openai, talk, tmp_path):
-    from audio_service import detect_silences, plan_chunks, require_audio
+    from audio_service import detect_silences, require_audio
+    from transcription_service import chunk_plan
     app, client, headers = setup(TRANSCRIBE_ENGINE="openai", TRANSCRIBE_CHUNK_SECONDS=10,
                                  TRANSCRIBE_CONCURRENCY=3)
 
@@ -185,7 +186,7 @@ def test_openai_engine_chunks_at_silences_in_order(setup, fake_openai, talk, tmp
         from audio_service import encode_compact
         compact = tmp_path / "compact.ogg"
         encode_compact(talk, compact)
-        plan = plan_chunks(require_audio(compact), detect_silences(compact), 10)
+        plan = chunk_plan(require_audio(compact), detect_silences(compact), 10)
     assert len(plan) >= 3
     text = client.get(f"/download/txt/{job_id}", headers=headers).data.decode()
     received = [float(part.strip("[]")) for part in text.split("\n\n")]

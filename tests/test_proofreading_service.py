@@ -86,3 +86,4 @@ def test_unknown_model_is_an_actionable_error(fake_openai):
                               concurrency=1, timeout_seconds=10, max_retries=0)
     with pytest.raises(ProofreadError, match="proofread_model"):
         proofreader.proofread(["text."], "", MemoryStore())
+
