@@ -124,11 +124,28 @@ def _claim(job_id: uuid.UUID, owner: str) -> bool:
 
 
 def _release(job_id: uuid.UUID, owner: str) -> None:
+    # An unfinished job handed back (this process is exiting) gets an already expired lease,
+    # so the recovery loop of any other worker claims it at once.
+    expired = utcnow() if _draining.is_set() else None
     db.session.execute(update(Transcription)
                        .where(Transcription.id == job_id, Transcription.lease_owner == owner)
-                       .values(lease_owner=None, lease_expires_at=None)
+                       .values(lease_owner=None, lease_expires_at=expired)
                        .execution_options(synchronize_session=False))
     db.session.commit()
+
+
+_draining = threading.Event()
+
+
+def _drain() -> None:
+    """The process is exiting (gunicorn max_requests recycling, SIGTERM on deploy): queued
+    jobs are not started and running ones stop at their next checkpoint and hand back."""
+    _draining.set()
+
+
+# Runs before concurrent.futures joins its worker threads at interpreter exit (these hooks
+# run in reverse order of registration); a plain atexit hook would run only after that.
+threading._register_atexit(_drain)
 
 
 class LeaseKeeper(threading.Thread):
@@ -166,7 +183,7 @@ class LeaseKeeper(threading.Thread):
             self.cancelled.set()
 
     def should_stop(self) -> bool:
-        return self.cancelled.is_set() or self.lost.is_set()
+        return self.cancelled.is_set() or self.lost.is_set() or _draining.is_set()
 
 
 def _ensure_recovery_thread(app: Flask) -> None:
@@ -228,6 +245,8 @@ class JobStopped(Exception):
 
 def run_job(job_id: uuid.UUID) -> None:
     _queued.discard(job_id)
+    if _draining.is_set():
+        return  # this process is exiting: another worker will claim the job
     app = current_app._get_current_object()
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     try:
@@ -294,6 +313,8 @@ class JobRun:
     def check(self) -> None:
         if self.keeper.lost.is_set():
             raise JobStopped("lease lost")
+        if _draining.is_set():
+            raise JobStopped("process exiting")
         if self.keeper.cancelled.is_set():
             raise JobStopped("cancelled")
 
@@ -366,8 +387,8 @@ class JobRun:
                             updated_at=utcnow())
                 log.info("job=%s step=%s status=cancelled", self.job_id, self.step)
             else:
-                log.warning("job=%s step=%s lease lost; another runner continues",
-                            self.job_id, self.step)
+                log.warning("job=%s step=%s stopped (%s); another runner continues",
+                            self.job_id, self.step, stop)
         except StepFailure as failure:
             self.fail(failure)
         except Exception as exc:

@@ -485,3 +485,40 @@ def test_upload_names_are_labels_only(setup, talk):
         from storage import job_dir
         stored = list(job_dir(uuid.UUID(job_id)).iterdir())
         assert [p.name for p in stored] == ["source.upload"]
+
+
+def test_an_exiting_worker_hands_its_job_back_at_once(setup, make_app, pipeline_config,
+                                                       fake_whisper, talk):
+    import threading
+
+    import pipeline
+    app, client, headers = setup(PIPELINE_ENABLED=False)
+    fake_whisper.never_finish = True
+    job_id = upload(client, headers, talk)
+    runner = make_app(**pipeline_config)
+
+    def run():
+        with runner.app_context():
+            pipeline.run_job(uuid.UUID(job_id))
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        wait_for(client, headers, job_id, statuses=("transcribing",))
+        while not fake_whisper.polls:
+            time.sleep(0.05)
+        pipeline._drain()  # what interpreter exit does in a recycled gunicorn worker
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        with app.app_context():
+            row = db.session.get(Transcription, uuid.UUID(job_id))
+            assert row.status == "transcribing" and row.lease_owner is None
+            lease_expires_at = row.lease_expires_at
+            db.session.commit()
+        assert lease_expires_at is not None
+    finally:
+        pipeline._draining.clear()
+    fake_whisper.never_finish = False
+    with runner.app_context():
+        assert pipeline.recover_jobs() == 1  # claimable at once, not after a lease period
+    assert wait_for(client, headers, job_id)["status"] == "completed"
+    assert len(fake_whisper.submits) == 1
