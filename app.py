@@ -45,6 +45,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                                 x_proto=1, x_host=1)
 
     db.init_app(app)
+    app.teardown_appcontext(_remove_session_quietly)  # runs before Flask-SQLAlchemy's own
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
     init_jwt(app)
     register_error_handlers(app)
@@ -64,6 +65,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         with app.app_context():
             _first_start_hint()
     return app
+
+
+def _remove_session_quietly(_exc: BaseException | None) -> None:
+    # After the view answered, the database may have gone away: rolling back the dead
+    # connection must not turn the answer the client already has into gunicorn's HTML 500.
+    try:
+        db.session.remove()
+    except Exception:
+        log.warning("closing the database session failed", exc_info=True)
 
 
 def _configure_logging(app: Flask) -> None:

@@ -126,10 +126,13 @@ def _claim(job_id: uuid.UUID, owner: str) -> bool:
 def _release(job_id: uuid.UUID, owner: str) -> None:
     # An unfinished job handed back (this process is exiting) gets an already expired lease,
     # so the recovery loop of any other worker claims it at once.
-    expired = utcnow() if _draining.is_set() else None
+    # A hand-back is no interruption: the attempt it claimed is given back too.
+    values: dict = {"lease_owner": None, "lease_expires_at": None}
+    if _draining.is_set():
+        values.update(lease_expires_at=utcnow(), attempts=Transcription.attempts - 1)
     db.session.execute(update(Transcription)
                        .where(Transcription.id == job_id, Transcription.lease_owner == owner)
-                       .values(lease_owner=None, lease_expires_at=expired)
+                       .values(**values)
                        .execution_options(synchronize_session=False))
     db.session.commit()
 

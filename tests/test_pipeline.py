@@ -512,6 +512,7 @@ def test_an_exiting_worker_hands_its_job_back_at_once(setup, make_app, pipeline_
         with app.app_context():
             row = db.session.get(Transcription, uuid.UUID(job_id))
             assert row.status == "transcribing" and row.lease_owner is None
+            assert row.attempts == 0  # handing back is not an interruption
             lease_expires_at = row.lease_expires_at
             db.session.commit()
         assert lease_expires_at is not None
