@@ -30,11 +30,17 @@ from sqlalchemy import or_, select, update
 from werkzeug.datastructures import FileStorage
 
 import models as m
+from audio_service import AudioError, check_window, compact_extension, encode_compact, require_audio
 from database import db
 from errors import APIError
 from links import parse_link
 from models import AppAsset, Document, ErrorLog, JobChunk, Transcription, utcnow
+from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
+from proofreading_service import ProofreadError, Proofreader, split_into_slices
 from storage import job_dir, remove_job_files
+from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
+                             get_flag, get_setting)
+from transcription_service import Cancelled, EngineJob, TranscriptionError, engine_from_config
 
 log = logging.getLogger("ezra.pipeline")
 executor = Executor()
@@ -56,8 +62,6 @@ def init_app(app: Flask) -> None:
 
 def accept_upload(job: Transcription, upload: FileStorage) -> None:
     """Keep the streamed upload as the job's source, after checking it holds audio."""
-    from audio_service import AudioError, require_audio
-
     target = job_dir(job.id, create=True) / UPLOAD_NAME
     stream_name = getattr(upload.stream, "name", None)
     try:
@@ -426,6 +430,7 @@ class JobRun:
                 and not p.name.endswith(".part")]
         if done:  # fetched before the interruption
             return done[0], (folder / "windowed").exists()
+        # Imported on first use: yt-dlp is heavy and most jobs in a worker never need it.
         from fetch_service import FetchError, fetch_drive, fetch_youtube
 
         self.set_status(m.UPLOADING)
@@ -454,9 +459,6 @@ class JobRun:
 
     def prepare(self, job: Transcription, source: Path, windowed: bool) -> Path:
         """Check the audio, cut the window, re-encode compactly (16 kHz mono)."""
-        from audio_service import AudioError, check_window, compact_extension, encode_compact
-        from audio_service import require_audio
-
         audio = job_dir(self.job_id) / f"audio{compact_extension()}"
         if audio.exists():
             return audio
@@ -489,14 +491,10 @@ class JobRun:
         return audio
 
     def transcribe(self, job: Transcription, audio: Path) -> bytes:
-        from transcription_service import Cancelled, EngineJob, TranscriptionError
-        from transcription_service import engine_from_config
-
         if self.step != m.WAITING:
             self.set_status(m.WAITING)
         prompt = job.transcribe_prompt
         if prompt is None:
-            from system_settings import active_prompt
             active = active_prompt(m.TranscribePrompt)
             prompt = active.prompt if active else ""
         self.set_status(m.TRANSCRIBING, transcribe_prompt=prompt,
@@ -520,11 +518,6 @@ class JobRun:
         return content
 
     def proofread(self, job: Transcription, transcript: str) -> str:
-        from proofreading_service import ProofreadError, Proofreader, split_into_slices
-        from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED,
-                                     active_prompt, get_flag, get_setting)
-        from transcription_service import Cancelled
-
         self.set_status(m.WAITING_FOR_PROOFREADING)
         skip_reason = None
         if not get_flag(SETTING_PROOFREADING_ENABLED, default=True):
@@ -560,8 +553,6 @@ class JobRun:
         return markdown
 
     def convert(self, markdown: str) -> None:
-        from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
-
         self.set_status(m.CONVERTING)
         custom = db.session.get(AppAsset, REFERENCE_DOCX_ASSET)
         reference_bytes = custom.content if custom else None
