@@ -14,3 +14,23 @@ def test_chunk_plan_folds_a_sliver_into_the_last_chunk(duration, silences, expec
     plan = chunk_plan(duration, silences, 1200)
     assert [x for pair in plan for x in pair] == pytest.approx([x for pair in expected for x in pair])
     assert all(end - start <= 1200 for start, end in plan)
+
+
+def test_local_engine_without_faster_whisper_says_how_to_install_it():
+    import importlib.util
+
+    from transcription_service import TranscriptionError, engine_from_config
+    if importlib.util.find_spec("faster_whisper") is not None:
+        pytest.fail("faster-whisper is installed here; this test checks the message without it")
+    with pytest.raises(TranscriptionError) as raised:
+        engine_from_config({"TRANSCRIBE_ENGINE": "local", "LOCAL_WHISPER_MODEL": "small",
+                            "LOCAL_WHISPER_DEVICE": "cpu"})
+    assert str(raised.value) == "The local transcription engine is not installed"
+    assert "pip install faster-whisper" in raised.value.detail
+
+
+def test_remote_engine_needs_its_urls():
+    from transcription_service import TranscriptionError, engine_from_config
+    with pytest.raises(TranscriptionError, match="not configured"):
+        engine_from_config({"TRANSCRIBE_ENGINE": "remote", "TRANSCRIBE_API_URL": None,
+                            "GET_RESULT_TRANSCRIBE_API_URL": None})
