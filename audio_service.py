@@ -376,6 +376,18 @@ def _cleanup(path: StrPath) -> None:
         pass
 
 
+def _write_output(args: list[str], timeout: float, src: StrPath, dst: StrPath) -> None:
+    """Run FFmpeg writing `dst`; on any failure no partial `dst` is left behind."""
+    try:
+        tail = _run_checked(args, timeout, (src, dst))
+        # FFmpeg exits 0 when the window holds no audio; it only warns.
+        if any("output file is empty" in line.lower() for line in tail):
+            raise AudioError("The selected part of the audio is empty")
+    except BaseException:
+        _cleanup(dst)
+        raise
+
+
 def encode_compact(src: StrPath, dst: StrPath, start: float | None = None,
                    end: float | None = None, *, timeout: float = LONG_TIMEOUT) -> None:
     """Re-encode the first audio stream of `src` to 16 kHz mono in the compact codec
@@ -404,14 +416,7 @@ def encode_compact(src: StrPath, dst: StrPath, start: float | None = None,
     # First audio stream only (no cover art, video or subtitles); no tags, they are not needed.
     args += ["-map", "0:a:0", "-map_metadata", "-1", "-map_chapters", "-1", *codec.args,
              "-f", codec.muxer, "-y", _output(dst)]
-    try:
-        tail = _run_checked(args, timeout, (src, dst))
-        # FFmpeg exits 0 when the window holds no audio; it only warns.
-        if any("output file is empty" in line.lower() for line in tail):
-            raise AudioError("The selected part of the audio is empty")
-    except BaseException:
-        _cleanup(dst)
-        raise
+    _write_output(args, timeout, src, dst)
 
 
 def cut_segment(src: StrPath, dst: StrPath, start: float, end: float, *,
@@ -431,13 +436,7 @@ def cut_segment(src: StrPath, dst: StrPath, start: float, end: float, *,
     args = ["-loglevel", "warning", "-nostats", *_input(src),
             "-ss", _seconds(start), "-t", _seconds(end - start), "-map", "0:a:0",
             "-map_metadata", "-1", "-c", "copy", "-y", _output(dst)]
-    try:
-        tail = _run_checked(args, timeout, (src, dst))
-        if any("output file is empty" in line.lower() for line in tail):
-            raise AudioError("The selected part of the audio is empty")
-    except BaseException:
-        _cleanup(dst)
-        raise
+    _write_output(args, timeout, src, dst)
 
 
 # --------------------------------------------------------------------------- silences and chunks
