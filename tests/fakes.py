@@ -1356,3 +1356,38 @@ def _timestamp(seconds: float, sep: str) -> str:
     m, rem = divmod(rem, 60_000)
     s, ms = divmod(rem, 1000)
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+class FakeDrive:
+    """Google Drive's download endpoint on 127.0.0.1: `/uc?id=<file_id>` answers `body` with the
+    headers Drive sends for a shared file (gdown then treats it as a plain download); any other
+    id is a 404. Point DRIVE_BASE_URL at `url`."""
+
+    def __init__(self, body: bytes, file_id: str, filename: str):
+        from threading import Thread
+        from urllib.parse import parse_qs, urlsplit
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if parse_qs(urlsplit(self.path).query).get("id", [""])[0] != file_id:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "audio/mpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Disposition", f'attachment; filename="{filename}"')
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
+               daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -24,15 +24,13 @@ import threading
 import time
 from collections import Counter
 from contextlib import ExitStack
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import text
 
 from conftest import TEST_DATABASE_URL
-from fakes import FakeWhisperService
+from fakes import FakeDrive, FakeWhisperService
 from load_helpers import (LOAD_PASSWORD, Answer, Client, Gunicorn, PrivateCluster, alive,
                           create_database, db_engine, dispose, documents, ezra_env, job_rows,
                           make_audio, make_users, migrated_app, parent_of, scratch_database,
@@ -569,36 +567,6 @@ def test_killed_worker_and_recycling_finish_every_job_once(stack, tmp_path, whis
 DRIVE_ID = "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"
 
 
-class FakeDrive:
-    """Drive's download endpoint on 127.0.0.1: `/uc?id=<DRIVE_ID>` answers `body`."""
-
-    def __init__(self, body: bytes):
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                if parse_qs(urlsplit(self.path).query).get("id", [""])[0] != DRIVE_ID:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "audio/mpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Content-Disposition", 'attachment; filename="Long Talk.mp3"')
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
-                         daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def _free_bytes(path: Path) -> int:
     stats = os.statvfs(path)
     return stats.f_bavail * stats.f_frsize
@@ -639,7 +607,7 @@ def test_storage_full_is_a_clear_error_and_the_service_goes_on(stack, tmp_path, 
     assert compact_size > 2 * source_size, (source_size, compact_size)
     big = make_audio(tmp_path / "big.mp3", 60, bitrate="128k").read_bytes()
 
-    drive = FakeDrive(source.read_bytes())
+    drive = FakeDrive(source.read_bytes(), DRIVE_ID, "Long Talk.mp3")
     stack.callback(drive.stop)
     storage = tmp_path / "storage"
     _mount_tmpfs(storage, "2m", stack)  # unmounted after gunicorn stops (callbacks: LIFO)

@@ -419,34 +419,10 @@ def test_killed_runner_resumes_without_paying_twice(setup, make_app, pipeline_co
 
 @pytest.fixture
 def fake_drive(talk):
-    """Drive's download endpoint on 127.0.0.1: `/uc?id=<id>` answers the file."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
-    from urllib.parse import parse_qs, urlsplit
-
-    body = talk.read_bytes()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            file_id = parse_qs(urlsplit(self.path).query).get("id", [""])[0]
-            if file_id != "1AbCdEfGhIjKlMnOpQrStUvWxYz012345":
-                self.send_response(404)
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "audio/mpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Content-Disposition", 'attachment; filename="Kebaktian Pagi.mp3"')
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    from fakes import FakeDrive
+    drive = FakeDrive(talk.read_bytes(), "1AbCdEfGhIjKlMnOpQrStUvWxYz012345", "Kebaktian Pagi.mp3")
+    yield drive.url
+    drive.stop()
 
 
 def test_drive_link_job_fetches_with_gdown(setup, fake_drive, fake_whisper):
