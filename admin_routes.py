@@ -122,9 +122,7 @@ def delete_user(user_id: str):
     jobs = db.session.execute(select(
         Transcription.id, Transcription.txt_document_path, Transcription.md_document_path,
         Transcription.word_document_path).where(Transcription.user_id == user.id)).all()
-    db.session.execute(delete(ErrorLog).where(ErrorLog.user_id == user.id))
-    db.session.execute(delete(Transcription).where(Transcription.user_id == user.id))
-    db.session.delete(user)
+    db.session.delete(user)  # ON DELETE CASCADE takes their jobs, documents and logs
     db.session.commit()
     for job_id, *legacy_paths in jobs:
         remove_job_files(job_id)
@@ -146,8 +144,7 @@ def list_all_transcriptions():
 def delete_transcription(transcription_id: str):
     job = _get_or_404(Transcription, uuid_id(transcription_id), "Transcription")
     legacy_paths = (job.txt_document_path, job.md_document_path, job.word_document_path)
-    db.session.execute(delete(ErrorLog).where(ErrorLog.transcription_id == job.id))
-    db.session.delete(job)
+    db.session.delete(job)  # ON DELETE CASCADE takes its documents, chunks and logs
     db.session.commit()
     remove_job_files(job.id)
     remove_legacy_documents(*legacy_paths)

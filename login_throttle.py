@@ -9,7 +9,7 @@ usernames count like real ones, so the limit does not reveal which accounts exis
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from flask import current_app, request
 from sqlalchemy import case, delete, or_, select, update
@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from database import db
 from errors import APIError
-from models import LoginThrottle, utcnow
+from models import LoginThrottle, as_utc, utcnow
 
 
 def _keys(username: str) -> list[tuple[str, int]]:
@@ -27,10 +27,6 @@ def _keys(username: str) -> list[tuple[str, int]]:
              config["LOGIN_MAX_FAILURES_PER_ADDRESS"])]
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 def check_not_locked(username: str) -> None:
     now = utcnow()
     keys = [key for key, _ in _keys(username)]
@@ -38,7 +34,7 @@ def check_not_locked(username: str) -> None:
         select(LoginThrottle.locked_until).where(LoginThrottle.key.in_(keys),
                                                  LoginThrottle.locked_until.is_not(None))
     ).scalars().all()
-    waits = [(_aware(until) - now).total_seconds() for until in locked_until]
+    waits = [(as_utc(until) - now).total_seconds() for until in locked_until]
     wait = max([w for w in waits if w > 0], default=0)
     if wait:
         raise APIError(429, "Too many failed sign-ins; try again in "

@@ -35,6 +35,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime) -> datetime:
+    """A stored timestamp with its zone: SQLite drops it, and everything is stored in UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 def _created_at() -> Mapped[datetime | None]:
     return mapped_column(DateTime(timezone=True), default=utcnow, server_default=func.now())
 

@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask, current_app
@@ -34,7 +34,7 @@ from audio_service import AudioError, check_window, compact_extension, encode_co
 from database import db
 from errors import APIError
 from links import parse_link
-from models import AppAsset, Document, ErrorLog, JobChunk, Transcription, utcnow
+from models import AppAsset, Document, ErrorLog, JobChunk, Transcription, as_utc, utcnow
 from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
 from proofreading_service import ProofreadError, Proofreader, split_into_slices
 from storage import job_dir, remove_job_files
@@ -349,18 +349,25 @@ class JobRun:
                            .values(**values).execution_options(synchronize_session=False))
         db.session.commit()
 
-    def progress(self, step: str, done: int, total: int | None, force: bool = False) -> None:
+    def progress(self, step: str, done: int, total: int | None) -> None:
         now = time.monotonic()
-        if not force and now - self._last_progress < 1.0 and done != total:
+        if now - self._last_progress < 1.0 and done != total:
             return  # bytes arrive often; one row update a second is plenty
         self._last_progress = now
         self.update(progress_step=step, progress_done=done, progress_total=total)
 
-    def document(self, kind: str) -> bytes | None:
+    def document(self, kind: str) -> str | None:
+        """A stored text document (txt or md), or None while it does not exist."""
         content = db.session.execute(select(Document.content).where(
             Document.transcription_id == self.job_id, Document.kind == kind)).scalar_one_or_none()
         db.session.commit()
-        return content
+        return None if content is None else content.decode()
+
+    def has_document(self, kind: str) -> bool:
+        found = db.session.execute(select(Document.kind).where(
+            Document.transcription_id == self.job_id, Document.kind == kind)).first()
+        db.session.commit()
+        return found is not None
 
     def save_document(self, kind: str, content: bytes) -> None:
         db.session.merge(Document(transcription_id=self.job_id, kind=kind, content=content))
@@ -377,6 +384,7 @@ class JobRun:
             return
         try:
             self.check()
+            # Each step runs only if its document is not stored yet (a resumed job skips it).
             transcript = self.document("txt")
             if transcript is None:
                 source, windowed = self.fetch(job)
@@ -384,9 +392,9 @@ class JobRun:
                 transcript = self.transcribe(job, audio)
             markdown = self.document("md")
             if markdown is None:
-                markdown = self.proofread(job, transcript.decode())
-            if self.document("docx") is None:
-                self.convert(markdown.decode() if isinstance(markdown, bytes) else markdown)
+                markdown = self.proofread(job, transcript)
+            if not self.has_document("docx"):
+                self.convert(markdown)
             self.set_status(m.COMPLETED, error_message=None)
         except JobStopped as stop:
             if str(stop) == "cancelled":
@@ -426,8 +434,7 @@ class JobRun:
                 raise StepFailure("fetch", "The uploaded file is no longer on this server; "
                                            "please upload it again")
             return source, False
-        done = [p for p in folder.glob("source.*") if p.suffix not in (".part", ".ytdl")
-                and not p.name.endswith(".part")]
+        done = [p for p in folder.glob("source.*") if p.suffix not in (".part", ".ytdl")]
         if done:  # fetched before the interruption
             return done[0], (folder / "windowed").exists()
         # Imported on first use: yt-dlp is heavy and most jobs in a worker never need it.
@@ -490,7 +497,7 @@ class JobRun:
         partial.replace(audio)  # a half-written file never looks finished
         return audio
 
-    def transcribe(self, job: Transcription, audio: Path) -> bytes:
+    def transcribe(self, job: Transcription, audio: Path) -> str:
         if self.step != m.WAITING:
             self.set_status(m.WAITING)
         prompt = job.transcribe_prompt
@@ -511,11 +518,10 @@ class JobRun:
         except TranscriptionError as exc:
             raise StepFailure("transcribe", str(exc), exc.detail, inference=True) from exc
         elapsed = int(round(time.monotonic() - started))
-        content = text.encode()
-        self.save_document("txt", content)
+        self.save_document("txt", text.encode())
         self.update(inference_duration=(job.inference_duration or 0) + elapsed)
         remove_job_files(self.job_id)  # the transcript is safe: scratch audio goes
-        return content
+        return text
 
     def proofread(self, job: Transcription, transcript: str) -> str:
         self.set_status(m.WAITING_FOR_PROOFREADING)
@@ -525,7 +531,6 @@ class JobRun:
         elif not (self.config["DEEPSEEK_BASE_URL"] and self.config["DEEPSEEK_API_KEY"]):
             skip_reason = "No proofreader is configured; this is the raw transcript"
         if skip_reason:
-            db.session.commit()
             self.update(proofread_note=skip_reason)
             self.save_document("md", transcript.encode())
             return transcript
@@ -599,9 +604,8 @@ def redact(text: str, secrets: list[str | None]) -> str:
 def cancel(job: Transcription) -> str:
     if job.status in m.FINAL_STATUSES:
         raise APIError(409, f"The transcription is already {job.status}")
-    running = job.lease_expires_at is not None and _aware(job.lease_expires_at) > utcnow()
     job.cancel_requested = True
-    if not running:
+    if not _lease_held(job):
         job.status = m.CANCELLED
         job.error_message = "Cancelled by the user"
     db.session.commit()
@@ -612,7 +616,7 @@ def retry(job: Transcription) -> None:
     if job.status not in (m.ERROR, m.CANCELLED):
         raise APIError(409, f"Only failed or cancelled transcriptions can be retried; "
                             f"this one is {job.status}")
-    if job.lease_expires_at is not None and _aware(job.lease_expires_at) > utcnow():
+    if _lease_held(job):
         raise APIError(409, "The transcription is still stopping; try again in a few seconds")
     job.status = m.SUBMITTED
     job.error_message = None
@@ -622,5 +626,6 @@ def retry(job: Transcription) -> None:
     enqueue(job.id)
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)  # SQLite drops it
+def _lease_held(job: Transcription) -> bool:
+    """A runner holds the job right now (its lease has not expired)."""
+    return job.lease_expires_at is not None and as_utc(job.lease_expires_at) > utcnow()

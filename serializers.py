@@ -1,13 +1,13 @@
 """JSON shapes of the contract, and the list queries that feed them in one statement each."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, exists, select
 from sqlalchemy.orm import aliased
 
-from models import Document, ErrorLog, SystemSetting, Transcription, User
+from models import DOCUMENT_KINDS, Document, ErrorLog, SystemSetting, Transcription, User, as_utc
 
 # Contract file_type -> stored document kind, and the legacy path column for each kind.
 FILE_TYPES = {"txt": "txt", "md": "md", "word": "docx", "docx": "docx"}
@@ -16,11 +16,7 @@ LEGACY_PATH_COLUMN = {"txt": "txt_document_path", "md": "md_document_path",
 
 
 def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite drops the zone; everything is stored in UTC
-        value = value.replace(tzinfo=timezone.utc)
-    return value.isoformat()
+    return None if value is None else as_utc(value).isoformat()
 
 
 NEWEST_FIRST = (Transcription.created_at.desc(), Transcription.id)
@@ -36,7 +32,7 @@ def transcription_page(*criteria, limit: int, offset: int, with_username: bool =
             .limit(limit).offset(offset).subquery())
     job = aliased(Transcription, page)
     flags = [exists().where(and_(Document.transcription_id == job.id, Document.kind == kind))
-             .label(f"has_{kind}") for kind in ("txt", "md", "docx")]
+             .label(f"has_{kind}") for kind in DOCUMENT_KINDS]
     query = select(job, *flags)
     if with_username:
         query = query.add_columns(User.username).outerjoin(User, User.id == job.user_id)
