@@ -1,6 +1,7 @@
 """The Flask application factory: config, extensions, blueprints, error handlers, CLI."""
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy import event, inspect, select
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import body_limits
 import pipeline
 from auth import init_jwt
 from config import BASE_DIR, load_config
@@ -29,6 +31,8 @@ class EzraRequest(Request):
     # copy): the job later takes the temporary file over by hard link.
     def _get_file_stream(self, total_content_length, content_type, filename=None,
                          content_length=None):
+        if not body_limits.takes_file():  # nothing reaches the disk for a route without files
+            return io.BytesIO()
         return tempfile.NamedTemporaryFile("wb+", dir=upload_tmp_dir(), prefix="upload-")
 
 
@@ -49,6 +53,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
     init_jwt(app)
     register_error_handlers(app)
+    body_limits.init_app(app)
     pipeline.init_app(app)
 
     from admin_routes import bp as admin_bp

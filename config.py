@@ -61,6 +61,7 @@ _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     "STORAGE_DIR": (str(BASE_DIR / "instance" / "storage"), lambda n, v: v.strip()),
     "LEGACY_FILES_DIR": (str(BASE_DIR / "user-files"), lambda n, v: v.strip()),
     "MAX_UPLOAD_MB": (500, lambda n, v: _parse_int(n, v, 1)),
+    "MAX_JSON_KB": (1024, lambda n, v: _parse_int(n, v, 16)),
     "PASSWORD_MIN_LENGTH": (8, lambda n, v: _parse_int(n, v, 8)),
     "ARGON2_MEMORY_KIB": (65536, lambda n, v: _parse_int(n, v, 19456)),
     "ARGON2_TIME_COST": (3, lambda n, v: _parse_int(n, v, 2)),
@@ -172,4 +173,6 @@ def load_config(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
     config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
     # The request body cap and the upload streaming cap are one number.
     config["MAX_CONTENT_LENGTH"] = config["MAX_UPLOAD_MB"] * 1024 * 1024 + 64 * 1024
+    # The admin's Word reference document (10 MB) and its multipart framing.
+    config["MAX_REFERENCE_DOCX_BODY"] = 10 * 1024 * 1024 + 64 * 1024
     return config

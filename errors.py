@@ -62,8 +62,8 @@ def register_error_handlers(app: Flask) -> None:
             message = f"Method {request.method} is not allowed here" + (
                 f"; use {allowed}" if allowed else "")
         elif status == 413:
-            limit_mb = app.config["MAX_UPLOAD_MB"]
-            message = f"The request body is too large; the limit is {limit_mb} MB"
+            from body_limits import body_cap, describe
+            message = f"The request body is too large; the limit is {describe(body_cap())}"
         headers = {}
         if status == 405 and exc.valid_methods:
             headers["Allow"] = ", ".join(exc.valid_methods)

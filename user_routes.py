@@ -10,6 +10,7 @@ from flask_jwt_extended import current_user, jwt_required
 from sqlalchemy import func, select
 
 import pipeline
+from body_limits import refuse_if_cut
 from database import db
 from errors import APIError
 from links import LinkError, parse_link
@@ -37,6 +38,7 @@ def process():
         raise APIError(503, "New transcriptions are paused by the administrators; "
                             "please try again later")
     form = request.form
+    refuse_if_cut()
     link = (form.get("drive_link") or "").strip()
     upload = request.files.get("file")
     has_upload = upload is not None and bool(upload.filename)

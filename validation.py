@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import current_app, request
 
+from body_limits import refuse_if_cut
 from errors import APIError
 
 MAX_INT_ID = 2**31 - 1  # ids are PostgreSQL `integer`
@@ -16,6 +17,7 @@ def json_body() -> dict[str, Any]:
     """The request's JSON object; a clear 400 for a missing, malformed or non-object body."""
     if not request.data:
         raise APIError(400, "The request body must be a JSON object")
+    refuse_if_cut()
     try:
         data = request.get_json(silent=True, force=True)
     except RecursionError:  # `[[[[...` a hundred thousand deep

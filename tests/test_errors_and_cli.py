@@ -30,7 +30,7 @@ def test_oversized_body_is_413_json(make_app, make_user):
     response = client.post("/login", data=b"x" * (2 * 1024 * 1024),
                            content_type="application/json", headers=headers)
     assert response.status_code == 413
-    assert "limit is 1 MB" in response.get_json()["error"]
+    assert "limit is 16 KB" in response.get_json()["error"]  # /login takes a small JSON body
 
 
 def test_database_down_is_503_json(make_app, tmp_path):

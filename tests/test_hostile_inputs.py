@@ -43,17 +43,19 @@ def test_ssrf_links_are_refused_before_anything_is_fetched(app, client, user_hea
 
 
 @pytest.mark.parametrize("method, path, body, status", [
-    ("POST", "/login", {"username": ONE_MB, "password": "x"}, 400),
+    ("POST", "/login", {"username": ONE_MB, "password": "x"}, 413),  # over the 16 KB cap
     ("POST", "/login", {"username": {"$ne": None}, "password": "x"}, 400),
     ("POST", "/login", {"username": "' OR 1=1 --", "password": "' OR 1=1 --"}, 401),
-    ("POST", "/admin/users", {"username": ONE_MB, "password": "long enough pw"}, 400),
+    ("POST", "/admin/users", {"username": ONE_MB, "password": "long enough pw"}, 413),
     ("POST", "/admin/users", {"username": "../../etc", "password": "long enough pw"}, 400),
     ("POST", "/admin/users", {"username": "a/b", "password": "long enough pw"}, 400),
-    ("POST", "/admin/users", {"username": "ok", "password": ONE_MB}, 400),
+    ("POST", "/admin/users", {"username": "ok", "password": ONE_MB}, 413),
     ("POST", "/admin/users", {"username": "ok", "password": "long enough pw", "isAdmin": "true"},
      400),
-    ("POST", "/admin/transcribe-prompts", {"version": ONE_MB, "prompt": "p"}, 400),
-    ("POST", "/admin/settings", {"setting_key": ONE_MB, "setting_value": "x"}, 400),
+    ("POST", "/admin/transcribe-prompts", {"version": ONE_MB, "prompt": "p"}, 413),
+    ("POST", "/admin/settings", {"setting_key": ONE_MB, "setting_value": "x"}, 413),
+    ("POST", "/admin/users", {"username": "x" * 100_000, "password": "long enough pw"}, 400),
+    ("POST", "/admin/settings", {"setting_key": "k" * 1000, "setting_value": "x"}, 400),
     ("POST", "/admin/settings", {"setting_key": "k", "setting_value": ["x"]}, 400),
     ("POST", "/admin/settings/active-proofread-prompt", {"proofread_prompt_id": "1; DROP TABLE"},
      400),
@@ -96,8 +98,8 @@ def test_hostile_admin_and_login_inputs(app, client, admin, admin_headers, metho
 
 @pytest.mark.parametrize("body, content_type", [
     (b"\xff\xfe\x00garbage", "application/json"),
-    (b'{"username": "a", "password": "b"' * 1000, "application/json"),
-    (b'[' * 100_000, "application/json"),
+    (b'{"username": "a", "password": "b"' * 300, "application/json"),
+    (b'[' * 15_000, "application/json"),  # under the 16 KB cap, too deep
     (b"username=a&password=b", "application/x-www-form-urlencoded"),
 ])
 def test_malformed_bodies_are_400_json(client, body, content_type):
