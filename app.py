@@ -15,6 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import body_limits
 import pipeline
+import scratch
 from auth import init_jwt
 from config import BASE_DIR, load_config
 from database import db, migrate
@@ -55,6 +56,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     body_limits.init_app(app)
     pipeline.init_app(app)
+    scratch.init_app(app)
 
     from admin_routes import bp as admin_bp
     from auth_routes import bp as auth_bp

@@ -73,6 +73,7 @@ _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     "LIST_MAX_LIMIT": (1000, lambda n, v: _parse_int(n, v, 1)),
     "EXECUTOR_MAX_WORKERS": (2, lambda n, v: _parse_int(n, v, 1)),
     "MAX_UNFINISHED_JOBS_PER_USER": (3, lambda n, v: _parse_int(n, v, 1)),
+    "MAX_SCRATCH_MB_PER_USER": (2048, lambda n, v: _parse_int(n, v, 1)),
     "JOB_LEASE_SECONDS": (120, lambda n, v: _parse_int(n, v, 10)),
     "JOB_RECOVERY_INTERVAL_SECONDS": (30, lambda n, v: _parse_int(n, v, 0)),
     "JOB_MAX_ATTEMPTS": (3, lambda n, v: _parse_int(n, v, 1)),

@@ -30,6 +30,7 @@ from sqlalchemy import or_, select, update
 from werkzeug.datastructures import FileStorage
 
 import models as m
+import scratch
 from audio_service import AudioError, check_window, compact_extension, encode_compact, require_audio
 from database import db
 from errors import APIError
@@ -210,6 +211,7 @@ def _recovery_loop(app: Flask) -> None:
         try:
             with app.app_context():
                 recover_jobs()
+                scratch.sweep_if_due()
         except Exception:
             log.warning("job recovery pass failed", exc_info=True)
         time.sleep(interval * random.uniform(0.8, 1.2))  # jitter spreads the workers

@@ -4,6 +4,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from database import db
+from scratch import MAX_RETENTION_HOURS, SETTING_SCRATCH_RETENTION_HOURS, parse_retention_hours
 from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_PROMPT,
                     SETTING_TRANSCRIBING_ALLOWED, ProofreadPrompt, SystemSetting,
                     TranscribePrompt)
@@ -61,6 +62,8 @@ def validate_setting_value(key: str, value: str | None) -> str | None:
         if value is None or not value.isdigit() or db.session.get(PROMPT_SETTINGS[key],
                                                                   int(value)) is None:
             return f"'{key}' must be the id of an existing prompt"
+    if key == SETTING_SCRATCH_RETENTION_HOURS and parse_retention_hours(value) is None:
+        return f"'{key}' must be a whole number of hours from 0 to {MAX_RETENTION_HOURS}"
     if key == SETTING_PROOFREAD_MODEL and not (value or "").strip():
         return f"'{key}' must name a model"
     return None

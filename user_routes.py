@@ -16,6 +16,7 @@ from errors import APIError
 from links import LinkError, parse_link
 from models import FINAL_STATUSES, SUBMITTED, Document, Transcription, User
 from pandoc_service import safe_download_name
+from scratch import check_user_scratch
 from serializers import FILE_TYPES, LEGACY_PATH_COLUMN, transcription_page, user_transcription
 from storage import legacy_document_path
 from system_settings import transcribing_allowed
@@ -37,6 +38,7 @@ def process():
     if not transcribing_allowed():
         raise APIError(503, "New transcriptions are paused by the administrators; "
                             "please try again later")
+    check_user_scratch(current_user.id, request.content_length or 0)
     form = request.form
     refuse_if_cut()
     link = (form.get("drive_link") or "").strip()
