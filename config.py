@@ -91,6 +91,10 @@ _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     "TRANSCRIBE_API_KEY": (None, lambda n, v: v),
     "TRANSCRIBE_TIMEOUT_SECONDS": (3 * 3600, lambda n, v: _parse_int(n, v, 1)),
     "TRANSCRIBE_POLL_MAX_SECONDS": (30.0, lambda n, v: _parse_float(n, v, 0.01)),
+    # The remote service answers 404 both while a job is not ready and after forgetting it:
+    # only 404s for longer than FACTOR x the audio's length + MARGIN mean "forgotten".
+    "TRANSCRIBE_FORGOTTEN_FACTOR": (1.0, lambda n, v: _parse_float(n, v, 0.0)),
+    "TRANSCRIBE_FORGOTTEN_MARGIN_SECONDS": (600.0, lambda n, v: _parse_float(n, v, 0.1)),
     "OPENAI_TRANSCRIBE_BASE_URL": (None, lambda n, v: v.strip()),
     "OPENAI_TRANSCRIBE_API_KEY": (None, lambda n, v: v),
     "OPENAI_TRANSCRIBE_MODEL": ("whisper-1", lambda n, v: v.strip()),

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from flask import Flask, current_app
 from flask_executor import Executor
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from werkzeug.datastructures import FileStorage
 
 import models as m
@@ -620,11 +620,26 @@ def retry(job: Transcription) -> None:
                             f"this one is {job.status}")
     if _lease_held(job):
         raise APIError(409, "The transcription is still stopping; try again in a few seconds")
-    job.status = m.SUBMITTED
-    job.error_message = None
-    job.cancel_requested = False
-    job.attempts = 0
+    now = utcnow()
+    # One statement decides: of concurrent retries of one job exactly one matches.
+    claimed = db.session.execute(
+        update(Transcription)
+        .where(Transcription.id == job.id, Transcription.status.in_((m.ERROR, m.CANCELLED)),
+               or_(Transcription.lease_expires_at.is_(None),
+                   Transcription.lease_expires_at <= now))
+        .values(status=m.SUBMITTED, error_message=None, cancel_requested=False, attempts=0,
+                updated_at=now)
+        .execution_options(synchronize_session=False)).rowcount
+    if claimed != 1:
+        db.session.rollback()
+        raise APIError(409, "The transcription is already being retried")
+    if job.status == m.ERROR:
+        # A failed remote step starts over: a fresh submission with a fresh deadline.
+        db.session.execute(delete(JobChunk).where(
+            JobChunk.transcription_id == job.id, JobChunk.stage == "transcribe",
+            JobChunk.index < 0))
     db.session.commit()
+    db.session.refresh(job)
     enqueue(job.id)
 
 

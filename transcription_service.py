@@ -27,6 +27,7 @@ from audio_service import compact_extension, cut_segment, detect_silences, plan_
 log = logging.getLogger("ezra.transcription")
 
 REMOTE_SUBMITTED = -1  # ChunkStore index marking "the remote service has the audio"
+REMOTE_RESUBMITTED = -2  # ... and "it lost the job once and was sent the audio again"
 MAX_PROMPT_CHARS = 2000
 MIN_CHUNK_SECONDS = 0.3  # Whisper reads only the last ~224 tokens of a prompt anyway
 
@@ -105,19 +106,32 @@ def _check_stop(store: ChunkStore) -> None:
         raise Cancelled()
 
 
+class _Forgotten(Exception):
+    """The service answers 404 far longer than this audio could take: it lost the job."""
+
+
 class RemoteWhisperEngine:
-    """Submit the audio once, then poll with backoff until the text arrives."""
+    """Submit the audio once, then poll with backoff until the text arrives.
+
+    The service keeps no durable queue: after a restart it answers 404 for a job it had
+    accepted, exactly as it does while a job is not ready. A job that gets only 404s for
+    longer than its audio could take (`forgotten_factor` × its length + `forgotten_margin`)
+    is resubmitted once, recorded, with a fresh deadline; lost again, it fails at once.
+    """
 
     name = "remote"
 
     def __init__(self, submit_url: str, result_url: str, api_key: str | None,
-                 timeout_seconds: float, poll_max_seconds: float, poll_first_seconds: float = 1.0):
+                 timeout_seconds: float, poll_max_seconds: float, poll_first_seconds: float = 1.0,
+                 forgotten_factor: float = 1.0, forgotten_margin_seconds: float = 600.0):
         self.submit_url = submit_url
         self.result_url = result_url
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout_seconds = timeout_seconds
         self.poll_max_seconds = poll_max_seconds
         self.poll_first_seconds = min(poll_first_seconds, poll_max_seconds)
+        self.forgotten_factor = forgotten_factor
+        self.forgotten_margin_seconds = forgotten_margin_seconds
 
     def transcribe(self, job: EngineJob) -> str:
         done = job.store.done()
@@ -126,14 +140,32 @@ class RemoteWhisperEngine:
         if REMOTE_SUBMITTED in done:
             submitted_at = datetime.fromisoformat(done[REMOTE_SUBMITTED])
         else:
-            self._submit(job)
-            submitted_at = datetime.now(timezone.utc)
-            job.store.save(REMOTE_SUBMITTED, submitted_at.isoformat())
+            submitted_at = self._submit_recorded(job)
+        forget_after = require_audio(job.audio) * self.forgotten_factor + self.forgotten_margin_seconds
         job.store.progress(0, 1)
-        text = self._poll(job, submitted_at)
+        while True:
+            try:
+                text = self._poll(job, submitted_at, forget_after)
+                break
+            except _Forgotten as exc:
+                if REMOTE_RESUBMITTED in job.store.done():
+                    raise TranscriptionError(
+                        "The transcription service lost this job twice (it may have "
+                        "restarted); please retry later", str(exc)) from None
+                log.warning("job=%s event=remote_forgotten resubmitting (%s)", job.job_id, exc)
+                job.store.save(REMOTE_RESUBMITTED, datetime.now(timezone.utc).isoformat())
+                submitted_at = self._submit_recorded(job)
         job.store.save(0, text)
         job.store.progress(1, 1)
         return text
+
+    def _submit_recorded(self, job: EngineJob) -> datetime:
+        """Submit and record when: the deadline and the 404 allowance count from here. A
+        process killed between the two may submit once more when the job resumes."""
+        self._submit(job)
+        submitted_at = datetime.now(timezone.utc)
+        job.store.save(REMOTE_SUBMITTED, submitted_at.isoformat())
+        return submitted_at
 
     def _submit(self, job: EngineJob) -> None:
         data = {"transcription_id": job.job_id}
@@ -153,8 +185,9 @@ class RemoteWhisperEngine:
                                      f"submit answered {response.status_code}: "
                                      f"{response.text[:500]}")
 
-    def _poll(self, job: EngineJob, submitted_at: datetime) -> str:
+    def _poll(self, job: EngineJob, submitted_at: datetime, forget_after: float) -> str:
         deadline = submitted_at.timestamp() + self.timeout_seconds
+        last_sign_of_work = submitted_at.timestamp()  # the last "still working" answer
         delay = self.poll_first_seconds
         transient_failures = 0
         while True:
@@ -175,6 +208,10 @@ class RemoteWhisperEngine:
                     return text
                 if response.status_code in (200, 404):
                     transient_failures = 0
+                    if response.status_code == 200:
+                        last_sign_of_work = time.time()
+                    elif time.time() - last_sign_of_work > forget_after:
+                        raise _Forgotten(f"only 404 for {time.time() - last_sign_of_work:.0f}s")
                 else:
                     error = f"result answered {response.status_code}: {response.text[:500]}"
                     if response.status_code < 500:
@@ -297,7 +334,9 @@ def engine_from_config(config: dict[str, Any]) -> Engine:
                                    config["TRANSCRIBE_API_KEY"],
                                    config["TRANSCRIBE_TIMEOUT_SECONDS"],
                                    config["TRANSCRIBE_POLL_MAX_SECONDS"],
-                                   config.get("TRANSCRIBE_POLL_FIRST_SECONDS", 1.0))
+                                   config.get("TRANSCRIBE_POLL_FIRST_SECONDS", 1.0),
+                                   config["TRANSCRIBE_FORGOTTEN_FACTOR"],
+                                   config["TRANSCRIBE_FORGOTTEN_MARGIN_SECONDS"])
     if name == "openai":
         return OpenAIEngine(config["OPENAI_TRANSCRIBE_BASE_URL"],
                             config["OPENAI_TRANSCRIBE_API_KEY"],

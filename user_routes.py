@@ -35,9 +35,7 @@ MAX_FILENAME_LENGTH = 255
 @bp.post("/process")
 @jwt_required()
 def process():
-    if not transcribing_allowed():
-        raise APIError(503, "New transcriptions are paused by the administrators; "
-                            "please try again later")
+    _require_transcribing_allowed()
     check_user_scratch(current_user.id, request.content_length or 0)
     form = request.form
     refuse_if_cut()
@@ -76,6 +74,12 @@ def process():
     db.session.commit()
     pipeline.enqueue(job.id)
     return jsonify(message="Transcription request is submitted", transcription_id=str(job.id))
+
+
+def _require_transcribing_allowed() -> None:
+    if not transcribing_allowed():
+        raise APIError(503, "New transcriptions are paused by the administrators; "
+                            "please try again later")
 
 
 def _check_unfinished_limit(user_id: int) -> None:
@@ -120,6 +124,7 @@ def cancel_transcription(transcription_id: str):
 @bp.post("/transcriptions/<transcription_id>/retry")
 @jwt_required()
 def retry_transcription(transcription_id: str):
+    _require_transcribing_allowed()
     job = _own_transcription(transcription_id)
     _check_unfinished_limit(current_user.id)
     pipeline.retry(job)

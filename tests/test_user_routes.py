@@ -236,3 +236,51 @@ def test_download_of_a_legacy_row_reads_its_recorded_file(app, client, user, use
     assert response.status_code == 200
     assert response.data == b"legacy transcript"
     assert client.get(f"/download/word/{job}", headers=user_headers).status_code == 404
+
+
+# Issue 8: retry while paused, and concurrent retries ------------------------------------------
+
+def _failed_job(app, user_id):
+    import uuid as uuid_module
+
+    from database import db
+    from models import Transcription
+    with app.app_context():
+        job = Transcription(id=uuid_module.uuid4(), user_id=user_id, status="error",
+                            source_type="upload", error_message="boom")
+        db.session.add(job)
+        db.session.commit()
+        return str(job.id)
+
+
+def test_retry_is_refused_while_transcription_is_paused(app, client, user, user_headers):
+    from database import db
+    from models import SystemSetting, Transcription
+    job_id = _failed_job(app, user.id)
+    with app.app_context():
+        db.session.add(SystemSetting(setting_key="transcribing_allowed", setting_value="false"))
+        db.session.commit()
+    response = client.post(f"/transcriptions/{job_id}/retry", headers=user_headers)
+    assert response.status_code == 503
+    assert "paused" in response.get_json()["error"]
+    with app.app_context():
+        assert db.session.get(Transcription, __import__("uuid").UUID(job_id)).status == "error"
+
+
+def test_concurrent_retries_of_one_job_are_accepted_once(app, user, user_headers):
+    import threading
+    job_id = _failed_job(app, user.id)
+    statuses = []
+    start = threading.Barrier(10)
+
+    def retry():
+        client = app.test_client()
+        start.wait(timeout=10)
+        statuses.append(client.post(f"/transcriptions/{job_id}/retry",
+                                    headers=user_headers).status_code)
+    threads = [threading.Thread(target=retry) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(statuses) == [200] + [409] * 9
