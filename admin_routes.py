@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, request, send_file
 from flask_jwt_extended import current_user, verify_jwt_in_request
 from sqlalchemy import delete, func, select
 
+import login_throttle
 from auth_routes import MAX_PASSWORD_LENGTH
 from database import db
 from errors import APIError
@@ -35,6 +36,9 @@ MAX_SETTING_KEY = 100
 MAX_SETTING_VALUE = 10_000
 MAX_DESCRIPTION = 1_000
 MAX_REFERENCE_DOCX = 10 * 1024 * 1024
+# The earlier backend's page of newest transcriptions and logs; the dashboard loads both
+# before it renders anything.
+ADMIN_PAGE_DEFAULT = 100
 
 
 @bp.before_request
@@ -94,6 +98,7 @@ def update_user(user_id: str):
     if "password" in data:
         user.password_hash = hash_password(_new_password(data))
         user.token_version += 1  # signs the user out everywhere
+        login_throttle.clear_account(user.username)
     for key in ("is_admin", "isAdmin"):
         if key in data:
             make_admin = bool_field(data, key)
@@ -134,7 +139,7 @@ def delete_user(user_id: str):
 
 @bp.get("/transcriptions")
 def list_all_transcriptions():
-    limit, offset = pagination()
+    limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
     rows = db.session.execute(
         transcription_page(limit=limit, offset=offset, with_username=True)).all()
     return jsonify([admin_transcription(row) for row in rows])
@@ -158,11 +163,16 @@ def admin_download(file_type: str, transcription_id: str):
     return document_response(job, kind)
 
 
+@bp.get("/download/<file_type>/<transcription_id>/<file_name>")
+def admin_download_named(file_type: str, transcription_id: str, file_name: str):
+    return admin_download(file_type, transcription_id)
+
+
 # Logs and stats ----------------------------------------------------------------------------
 
 @bp.get("/logs")
 def list_logs():
-    limit, offset = pagination()
+    limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
     logs = db.session.execute(
         select(ErrorLog).order_by(ErrorLog.created_at.desc(), ErrorLog.id.desc())
         .limit(limit).offset(offset)).scalars()

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import body_limits
+import login_throttle
 import pipeline
 import scratch
 from auth import init_jwt
@@ -131,6 +132,7 @@ def create_admin_command(username: str, password: str | None) -> None:
         user.password_hash = hash_password(password)
         user.is_admin = True
         user.token_version += 1
+        login_throttle.clear_account(username)
         click.echo(f"Updated {username}: admin, new password")
     db.session.commit()
 

@@ -32,14 +32,12 @@ def login():
     data = json_body()
     username = string_field(data, "username", max_length=MAX_USERNAME_LENGTH)
     password = string_field(data, "password", max_length=MAX_PASSWORD_LENGTH, strip=False)
-    login_throttle.check_not_locked(username)
+    login_throttle.begin_attempt(username)  # counted as a failure until the password matches
     user = db.session.execute(select(User).where(User.username == username)).scalar_one_or_none()
     if user is None:
         burn_verification_time()  # as slow as a real check: existence stays hidden
-        login_throttle.record_failure(username)
         return _bad_credentials()
     if not verify_password(user.password_hash, password):
-        login_throttle.record_failure(username)
         return _bad_credentials()
     login_throttle.record_success(username)
     if needs_rehash(user.password_hash):

@@ -66,7 +66,6 @@ _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     "ARGON2_MEMORY_KIB": (65536, lambda n, v: _parse_int(n, v, 19456)),
     "ARGON2_TIME_COST": (3, lambda n, v: _parse_int(n, v, 2)),
     "LOGIN_MAX_FAILURES_PER_ACCOUNT": (5, lambda n, v: _parse_int(n, v, 1)),
-    "LOGIN_MAX_FAILURES_PER_ADDRESS": (20, lambda n, v: _parse_int(n, v, 1)),
     "LOGIN_WINDOW_SECONDS": (900, lambda n, v: _parse_int(n, v, 1)),
     "LOGIN_LOCKOUT_SECONDS": (900, lambda n, v: _parse_int(n, v, 1)),
     "TRUSTED_PROXY_COUNT": (0, lambda n, v: _parse_int(n, v, 0)),

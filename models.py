@@ -191,12 +191,12 @@ class RevokedToken(db.Model):
 
 
 class LoginThrottle(db.Model):
-    """Failed sign-ins per account (`user:<name>`) and per address (`ip:<addr>`)."""
+    """Failed sign-ins of one account from one address (see login_throttle.py)."""
     __tablename__ = "login_throttles"
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
-    window_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_failure_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

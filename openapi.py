@@ -101,7 +101,8 @@ PROGRESS = null(obj({
     "unit": null(string(enum=["bytes", "chunks", "slices"])),
 }, description="how far the current step is; null before the first step reports"))
 DOCUMENT_LINK = null(string(description=(
-    "the download route once the document exists (truthy), else null")))
+    "the download route once the document exists (truthy), else null; its last segment is "
+    "the document's file name")))
 
 
 def component_schemas() -> dict:
@@ -240,15 +241,20 @@ PATH_PARAMETERS = {
     "setting_id": (INT_ID, "a setting id; anything but a whole number in range is a 400"),
     "file_type": (string(enum=["txt", "md", "word", "docx"]),
                   "`word` and `docx` are the same Word document; anything else is a 400"),
+    "file_name": (string(), "any name; the document links end in the document's name "
+                            "(clients show that last segment)"),
 }
 
 
-def pagination_parameters() -> list[dict]:
+def pagination_parameters(default: int | None = None) -> list[dict]:
+    """`default` None means the default is the cap (LIST_MAX_LIMIT)."""
     cap = current_app.config["LIST_MAX_LIMIT"]
+    default = cap if default is None else min(default, cap)
     return [
         {"name": "limit", "in": "query", "required": False,
-         "description": f"at most this many rows (default and maximum {cap})",
-         "schema": integer(minimum=1, maximum=cap)},
+         "description": (f"at most this many rows (default and maximum {cap})" if default == cap
+                         else f"at most this many rows (default {default}, maximum {cap})"),
+         "schema": integer(minimum=1, maximum=cap, default=default)},
         {"name": "offset", "in": "query", "required": False,
          "description": "skip this many rows (default 0)",
          "schema": integer(minimum=0, maximum=999_999_999)},
@@ -259,7 +265,7 @@ def pagination_parameters() -> list[dict]:
 
 def op(summary: str, *, ok: int = 200, response: dict, errors: tuple[int, ...] = (),
        body: dict | None = None, body_required: bool = True, form: dict | None = None,
-       paginated: bool = False,
+       paginated: bool | int = False,
        auth: bool = True, database: bool = True, description: str | None = None,
        extra_responses: dict[int, dict] | None = None) -> dict:
     """One operation. 401 (with auth), 403 (admin blueprint), 400 and 413 (with a body),
@@ -276,7 +282,7 @@ def operations() -> dict[str, dict]:
     config = current_app.config
     password_min = config["PASSWORD_MIN_LENGTH"]
     upload_mb = config["MAX_UPLOAD_MB"]
-    from admin_routes import (MAX_DESCRIPTION, MAX_NEW_USERNAME, MAX_PROMPT_LENGTH,
+    from admin_routes import (ADMIN_PAGE_DEFAULT, MAX_DESCRIPTION, MAX_NEW_USERNAME, MAX_PROMPT_LENGTH,
                               MAX_REFERENCE_DOCX, MAX_SETTING_KEY, MAX_SETTING_VALUE,
                               MAX_VERSION_LENGTH)
 
@@ -373,6 +379,11 @@ def operations() -> dict[str, dict]:
             "Download a document of the caller's transcription", errors=(400, 404),
             response=attachment("text/plain", "text/markdown", DOCX,
                                 description="the document as an attachment")),
+        "user.download_named": op(
+            "Download a document of the caller's transcription (the link the lists give)",
+            errors=(400, 404),
+            response=attachment("text/plain", "text/markdown", DOCX,
+                                description="the document as an attachment")),
         # Admin: users ---------------------------------------------------------------------
         "admin.list_users": op(
             "Every user with their transcription count", paginated=True,
@@ -402,7 +413,7 @@ def operations() -> dict[str, dict]:
             response=json_response(ref("Message"))),
         # Admin: transcriptions, logs, stats ----------------------------------------------
         "admin.list_all_transcriptions": op(
-            "Every transcription, newest first", paginated=True,
+            "Every transcription, newest first", paginated=ADMIN_PAGE_DEFAULT,
             response=json_response(array(ref("AdminTranscription")))),
         "admin.delete_transcription": op(
             "Delete a transcription, its logs and files", errors=(400, 404),
@@ -411,8 +422,13 @@ def operations() -> dict[str, dict]:
             "Download a document of any transcription", errors=(400, 404),
             response=attachment("text/plain", "text/markdown", DOCX,
                                 description="the document as an attachment")),
+        "admin.admin_download_named": op(
+            "Download a document of any transcription, the name segment ignored",
+            errors=(400, 404),
+            response=attachment("text/plain", "text/markdown", DOCX,
+                                description="the document as an attachment")),
         "admin.list_logs": op(
-            "Error logs, newest first", paginated=True,
+            "Error logs, newest first", paginated=ADMIN_PAGE_DEFAULT,
             response=json_response(array(ref("ErrorLog")))),
         "admin.stats": op("Totals", response=json_response(ref("Stats"))),
         # Admin: prompts -------------------------------------------------------------------
@@ -509,7 +525,9 @@ def _operation(rule: Rule, entry: dict | None) -> dict:
     if entry["description"]:
         operation["description"] = entry["description"]
     if entry["paginated"]:
-        parameters += pagination_parameters()
+        # True: the default page is the cap; a number: that default page size.
+        default = None if entry["paginated"] is True else entry["paginated"]
+        parameters += pagination_parameters(default)
     if parameters:
         operation["parameters"] = parameters
     if not entry["auth"]:

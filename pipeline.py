@@ -34,6 +34,7 @@ import scratch
 from audio_service import AudioError, check_window, compact_extension, encode_compact, require_audio
 from database import db
 from errors import APIError
+from validation import storable_text
 from links import parse_link
 from models import AppAsset, Document, ErrorLog, JobChunk, Transcription, as_utc, utcnow
 from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
@@ -79,7 +80,6 @@ def accept_upload(job: Transcription, upload: FileStorage) -> None:
         remove_job_files(job.id)
         raise APIError(507, "The server cannot store the upload right now (storage full or "
                             "unavailable); please try again later") from None
-    job.audio_file_path = str(target)
 
 
 def enqueue(job_id: uuid.UUID) -> None:
@@ -463,7 +463,12 @@ class JobRun:
         if result.windowed:
             (folder / "windowed").touch()
         if result.title and not job.audio_file_name:
-            self.update(audio_file_name=result.title[:200])
+            title = storable_text(result.title)[:200]
+            # Clients show audio_file_path's last segment without its extension: the title
+            # plus the media's extension (a Drive file's type is unknown: none).
+            suffix = "" if result.path.suffix == ".drive" else result.path.suffix
+            self.update(audio_file_name=title,
+                        audio_file_path=title.replace("/", "-").replace("\\", "-") + suffix)
         return result.path, result.windowed
 
     def prepare(self, job: Transcription, source: Path, windowed: bool) -> Path:

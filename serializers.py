@@ -1,12 +1,14 @@
 """JSON shapes of the contract, and the list queries that feed them in one statement each."""
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, exists, select
 from sqlalchemy.orm import aliased
 
+from pandoc_service import safe_download_name
 from models import DOCUMENT_KINDS, Document, ErrorLog, SystemSetting, Transcription, User, as_utc
 
 # Contract file_type -> stored document kind, and the legacy path column for each kind.
@@ -39,15 +41,30 @@ def transcription_page(*criteria, limit: int, offset: int, with_username: bool =
     return query.order_by(job.created_at.desc(), job.id)
 
 
+def document_file_name(job: Transcription, kind: str) -> str:
+    """The document's file name: the audio's title with the kind's extension."""
+    return safe_download_name(job.audio_file_name, "." + kind,
+                              fallback=f"transcription-{job.id}")
+
+
 def document_link(row: Any, kind: str) -> str | None:
-    """Truthy once the document exists: the route that downloads it."""
+    """Truthy once the document exists: the route that downloads it, ending in the
+    document's name (clients show a document's name as the last segment of this path)."""
     transcription = row[0]
     stored = getattr(row, f"has_{kind}")
     legacy = getattr(transcription, LEGACY_PATH_COLUMN[kind])
     if not (stored or legacy):
         return None
     file_type = "word" if kind == "docx" else kind
-    return f"/download/{file_type}/{transcription.id}"
+    return f"/download/{file_type}/{transcription.id}/{document_file_name(transcription, kind)}"
+
+
+def audio_file_label(t: Transcription) -> str | None:
+    """`audio_file_path` as clients may see it: a file name (the upload's, or the video's
+    title), never a server path. Legacy rows recorded a path; only its last segment goes out."""
+    if not t.audio_file_path:
+        return None
+    return re.split(r"[\\/]", t.audio_file_path)[-1] or None
 
 
 def user_transcription(row: Any) -> dict[str, Any]:
@@ -85,7 +102,7 @@ def admin_transcription(row: Any) -> dict[str, Any]:
         "id": str(t.id),
         "user_id": t.user_id,
         "username": row.username,
-        "audio_file_path": t.audio_file_path,
+        "audio_file_path": audio_file_label(t),
         "audio_file_name": t.audio_file_name or t.google_drive_url,
         "google_drive_url": t.google_drive_url,
         "txt_document_path": document_link(row, "txt"),

@@ -15,9 +15,8 @@ from database import db
 from errors import APIError
 from links import LinkError, parse_link
 from models import FINAL_STATUSES, SUBMITTED, Document, Transcription, User
-from pandoc_service import safe_download_name
 from scratch import check_user_scratch
-from serializers import FILE_TYPES, LEGACY_PATH_COLUMN, transcription_page, user_transcription
+from serializers import FILE_TYPES, LEGACY_PATH_COLUMN, document_file_name, transcription_page, user_transcription
 from storage import legacy_document_path
 from system_settings import transcribing_allowed
 from validation import display_text, format_seconds, pagination, parse_timestamp, uuid_id
@@ -66,8 +65,10 @@ def process():
         if len(upload.filename) > MAX_FILENAME_LENGTH:
             raise APIError(400, f"The file name is longer than {MAX_FILENAME_LENGTH} characters")
         job.source_type = "upload"
-        stem = Path(upload.filename.replace("\\", "/")).stem
-        job.audio_file_name = display_text(stem, 200) or "upload"
+        # Labels only, never paths: the client shows the last segment of audio_file_path.
+        file_name = display_text(Path(upload.filename.replace("\\", "/")).name, 255)
+        job.audio_file_name = display_text(Path(file_name).stem, 200) or "upload"
+        job.audio_file_path = file_name or "upload"
         pipeline.accept_upload(job, upload)
 
     db.session.add(job)
@@ -157,6 +158,13 @@ def download(file_type: str, transcription_id: str):
     return document_response(_own_transcription(transcription_id), kind)
 
 
+@bp.get("/download/<file_type>/<transcription_id>/<file_name>")
+@jwt_required()
+def download_named(file_type: str, transcription_id: str, file_name: str):
+    """The links in the lists end in the document's name, which clients show."""
+    return download(file_type, transcription_id)
+
+
 def _document_kind(file_type: str) -> str:
     if file_type not in FILE_TYPES:
         raise APIError(400, "Unknown file type; use txt, md, word or docx")
@@ -165,7 +173,7 @@ def _document_kind(file_type: str) -> str:
 
 def document_response(job: Transcription, kind: str) -> Response:
     """The stored document as an attachment; legacy rows serve their recorded disk file."""
-    name = safe_download_name(job.audio_file_name, "." + kind, fallback=f"transcription-{job.id}")
+    name = document_file_name(job, kind)
     content = db.session.execute(select(Document.content).where(
         Document.transcription_id == job.id, Document.kind == kind)).scalar_one_or_none()
     if content is not None:

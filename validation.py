@@ -68,6 +68,11 @@ def is_storable_text(value: str) -> bool:
     return True
 
 
+def storable_text(value: str) -> str:
+    """Text from an outside service made storable: NULs dropped, invalid Unicode replaced."""
+    return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
 def display_text(value: str, max_length: int) -> str:
     """A user-supplied label (an upload's file name) made safe to store and show."""
     cleaned = "".join(ch for ch in value if ch.isprintable())
@@ -109,10 +114,11 @@ def uuid_id(value: str, what: str = "transcription id") -> uuid.UUID:
         raise APIError(400, f"The {what} must be a UUID, got {value[:40]!r}") from None
 
 
-def pagination() -> tuple[int, int]:
-    """`limit` and `offset` query parameters: defaults return up to the cap, as before."""
+def pagination(default: int | None = None) -> tuple[int, int]:
+    """`limit` and `offset` query parameters. Without `limit` a page holds `default` rows
+    (the cap when None, as before); `limit` may go up to the cap."""
     cap = current_app.config["LIST_MAX_LIMIT"]
-    limit = _query_int("limit", default=cap, minimum=1)
+    limit = _query_int("limit", default=cap if default is None else min(default, cap), minimum=1)
     offset = _query_int("offset", default=0, minimum=0)
     if limit > cap:
         raise APIError(400, f"'limit' must be at most {cap}")

@@ -15,6 +15,7 @@ ADMIN_ROUTES = [
     ("GET", "/admin/users"), ("POST", "/admin/users"), ("PATCH", "/admin/users/1"),
     ("DELETE", "/admin/users/1"), ("GET", "/admin/transcriptions"),
     ("DELETE", f"/admin/transcriptions/{SOME_UUID}"), ("GET", f"/admin/download/txt/{SOME_UUID}"),
+    ("GET", f"/admin/download/txt/{SOME_UUID}/talk.txt"),
     ("GET", "/admin/logs"), ("GET", "/admin/stats"),
     ("GET", "/admin/transcribe-prompts"), ("POST", "/admin/transcribe-prompts"),
     ("GET", "/admin/proofread-prompts"), ("POST", "/admin/proofread-prompts"),
@@ -179,9 +180,11 @@ def test_admin_transcriptions_list_delete_and_download(app, client, user, admin_
                              "status", "transcribe_prompt", "proofread_prompt",
                              "inference_duration", "created_at", "updated_at"}
     assert items[1]["username"] == "alice" and items[1]["inference_duration"] == 12
-    assert items[1]["md_document_path"] == f"/download/md/{first}"
+    assert items[1]["md_document_path"] == f"/download/md/{first}/transcription-{first}.md"
     download = client.get(f"/admin/download/md/{first}", headers=admin_headers)
     assert download.status_code == 200 and download.data == b"# md"
+    named = client.get(f"/admin{items[1]['md_document_path']}", headers=admin_headers)
+    assert named.status_code == 200 and named.data == b"# md"
     assert client.get(f"/admin/download/word/{first}", headers=admin_headers).status_code == 404
 
     assert client.delete(f"/admin/transcriptions/{second}", headers=admin_headers).status_code == 200
@@ -332,3 +335,26 @@ def test_reference_docx_can_be_replaced_and_reset(client, admin_headers):
     assert client.get("/admin/system", headers=admin_headers).get_json()["custom_reference_docx"]
     assert client.delete("/admin/reference-docx", headers=admin_headers).status_code == 200
     assert not client.get("/admin/system", headers=admin_headers).get_json()["custom_reference_docx"]
+
+
+def test_admin_lists_default_to_the_newest_100_as_before(make_app, make_user):
+    # The dashboard renders nothing until these answer; the earlier backend sent 100 of each.
+    from conftest import bearer, login
+    app = make_app(LIST_MAX_LIMIT=1000)
+    owner = make_user("alice")
+    make_user("boss", is_admin=True)
+    now = datetime.now(timezone.utc)
+    with app.app_context():
+        for i in range(130):
+            job_id = uuid.uuid4()
+            db.session.add(Transcription(id=job_id, user_id=owner.id, status="error",
+                                         created_at=now - timedelta(minutes=i)))
+            db.session.add(ErrorLog(user_id=owner.id, error_message=f"e{i}"))
+        db.session.commit()
+    client = app.test_client()
+    headers = bearer(login(client, "boss"))
+    for path in ("/admin/transcriptions", "/admin/logs"):
+        assert len(client.get(path, headers=headers).get_json()) == 100, path
+        assert len(client.get(f"{path}?limit=130", headers=headers).get_json()) == 130, path
+        assert client.get(f"{path}?limit=1001", headers=headers).status_code == 400, path
+    assert len(client.get("/admin/users", headers=headers).get_json()) == 2

@@ -348,7 +348,7 @@ def _seed_legacy(conn, legacy_root: Path) -> dict[str, int]:
             values).scalar_one()
 
     job(id=T_SARA_DONE, user_id=users["sara"],
-        audio_file_path=f"uploads/sara/{T_SARA_DONE}/audio.mp3",
+        audio_file_path=f"uploads/sara/{T_SARA_DONE}/Sermon 12 - Sunday Service.mp3",
         google_drive_url="https://www.youtube.com/watch?v=dQw4w9WgXcQ",
         txt_document_path=f"user-files/txt/sara/{T_SARA_DONE}/x.txt",
         md_document_path=f"user-files/md/sara/{T_SARA_DONE}/x.md",
@@ -358,9 +358,10 @@ def _seed_legacy(conn, legacy_root: Path) -> dict[str, int]:
         created_at=BASE_TIME + timedelta(days=10),
         updated_at=BASE_TIME + timedelta(days=10, minutes=7))
     job(id=T_SARA_FAILED, user_id=users["sara"],
-        audio_file_path=f"uploads/sara/{T_SARA_FAILED}/audio.mp3",
+        audio_file_path=None,
         google_drive_url="https://drive.google.com/file/d/1AbCdEfGhIjKlMnOp/view?usp=sharing",
-        txt_document_path=None, md_document_path=None, word_document_path=None,
+        txt_document_path=None, md_document_path=None,
+        word_document_path=f"user-files/word/sara/{T_SARA_FAILED}/Drive Talk.docx",
         status="error", transcribe_prompt="Transcribe every word.", proofread_prompt="",
         inference_duration=12, created_at=BASE_TIME + timedelta(days=11),
         updated_at=BASE_TIME + timedelta(days=11, seconds=40))
@@ -455,8 +456,16 @@ def test_legacy_postgresql_database_upgrades_in_place(tmp_path):
                 assert conn.execute(text(
                     "SELECT DISTINCT token_version FROM users")).scalars().all() == [0]
                 assert conn.execute(text(
-                    "SELECT DISTINCT attempts, cancel_requested, audio_file_name "
-                    "FROM transcriptions")).all() == [(0, False, None)]
+                    "SELECT DISTINCT attempts, cancel_requested "
+                    "FROM transcriptions")).all() == [(0, False)]
+                # Legacy rows get the name the earlier backend showed: the stem of the audio
+                # path, else of a document path; a row with no path keeps none (the link).
+                names = dict(conn.execute(text("SELECT id, audio_file_name FROM transcriptions")
+                                          ).all())
+                assert names[T_SARA_DONE] == "Sermon 12 - Sunday Service"
+                assert names[T_SARA_FAILED] == "Drive Talk"
+                assert names[T_TOM_DONE] == str(T_TOM_DONE)
+                assert list(names.values()).count(None) == 1  # the in-flight row
             diff = _schema_diff(app)
             assert diff == [], f"the upgraded legacy schema differs from the models: {diff}"
 
@@ -552,13 +561,20 @@ def _check_legacy_users_through_the_api(app, engine, users, legacy_root: Path) -
         assert contract <= set(row), row
     done, failed = rows[str(T_SARA_DONE)], rows[str(T_SARA_FAILED)]
     assert done["status"] == "completed" and failed["status"] == "error"
-    assert done["audio_file_name"] == "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
-    assert failed["audio_file_name"].startswith("https://drive.google.com/file/d/1AbCdEfGhIjKlMnOp")
+    assert done["audio_file_name"] == "Sermon 12 - Sunday Service"
+    assert failed["audio_file_name"] == "Drive Talk"  # not the Drive URL
     assert datetime.fromisoformat(done["created_at"]) == BASE_TIME + timedelta(days=10)
     assert datetime.fromisoformat(done["updated_at"]) == BASE_TIME + timedelta(days=10, minutes=7)
-    assert done["txt_document_path"] == f"/download/txt/{T_SARA_DONE}"
-    assert done["word_document_path"] == f"/download/word/{T_SARA_DONE}"
-    assert failed["txt_document_path"] is None and failed["word_document_path"] is None
+    assert done["txt_document_path"] == (
+        f"/download/txt/{T_SARA_DONE}/Sermon 12 - Sunday Service.txt")
+    assert done["word_document_path"] == (
+        f"/download/word/{T_SARA_DONE}/Sermon 12 - Sunday Service.docx")
+    assert failed["txt_document_path"] is None
+    admin_rows = {row["id"]: row for row in client.get(
+        "/admin/transcriptions", headers=bearer(tokens["admin"])).get_json()}
+    # The recorded server path never goes out: only its last segment, the file name.
+    assert admin_rows[str(T_SARA_DONE)]["audio_file_path"] == "Sermon 12 - Sunday Service.mp3"
+    assert admin_rows[str(T_TOM_DONE)]["audio_file_path"] == f"{T_TOM_DONE}.m4a"
 
     # A recorded relative path resolves against LEGACY_FILES_DIR's parent.
     txt = legacy_root / "txt" / "sara" / str(T_SARA_DONE) / "x.txt"
@@ -567,6 +583,7 @@ def _check_legacy_users_through_the_api(app, engine, users, legacy_root: Path) -
     response = client.get(f"/download/txt/{T_SARA_DONE}", headers=bearer(tokens["sara"]))
     assert response.status_code == 200, response.get_json()
     assert response.data == txt.read_bytes()
+    assert "Sermon 12 - Sunday Service.txt" in response.headers["Content-Disposition"]
     # A recorded absolute path inside LEGACY_FILES_DIR serves too.
     md = legacy_root / "md" / "tom" / str(T_TOM_DONE) / "x.md"
     md.parent.mkdir(parents=True)

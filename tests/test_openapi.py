@@ -41,7 +41,7 @@ from models import (Document, ErrorLog, ProofreadPrompt, SystemSetting, Transcri
 PUBLIC_ENDPOINTS = {"auth.login", "openapi.spec", "openapi.docs"}
 SOME_UUID = "00000000-0000-4000-8000-000000000000"
 PLACEHOLDERS = {"transcription_id": SOME_UUID, "user_id": "1", "setting_id": "1",
-                "file_type": "txt"}
+                "file_type": "txt", "file_name": "talk.txt"}
 
 
 
@@ -396,6 +396,7 @@ def test_seeded_responses_match_the_description(app, client, seed):
         ("GET", f"/download/txt/{jobs['done']}", 200, {}),
         ("GET", f"/download/md/{jobs['done']}", 200, {}),
         ("GET", f"/download/word/{jobs['done']}", 200, {}),
+        ("GET", f"/download/word/{jobs['done']}/Talk.docx", 200, {}),
         ("GET", f"/download/txt/{jobs['legacy']}", 200, {}),
         ("GET", f"/download/md/{jobs['legacy']}", 404, {}),
         ("GET", f"/download/pdf/{jobs['done']}", 400, {}),
@@ -425,6 +426,7 @@ def test_seeded_responses_match_the_description(app, client, seed):
         ("PUT", f"/admin/settings/{note}", 200, {"json": {"description": "d"}}),
         ("DELETE", f"/admin/settings/{note}", 200, {}),
         ("GET", f"/admin/download/docx/{jobs['alice_done']}", 200, {}),
+        ("GET", f"/admin/download/docx/{jobs['alice_done']}/Talk.docx", 200, {}),
         ("GET", f"/admin/download/word/{jobs['alice_legacy']}", 404, {}),
         ("DELETE", f"/admin/transcriptions/{jobs['orphan']}", 200, {}),
         ("GET", "/admin/reference-docx", 200, {}),
@@ -488,7 +490,8 @@ def test_hostile_text_in_any_field_is_never_a_5xx(client, seed):
     every string field of every JSON body, form and query: a 400 at worst, never a 5xx."""
     spec = get_spec(client)
     values = {"user_id": str(seed.alice_id), "setting_id": str(seed.setting_ids["legacy_note"]),
-              "transcription_id": str(seed.jobs["queued"]), "file_type": "txt"}
+              "transcription_id": str(seed.jobs["queued"]), "file_type": "txt",
+              "file_name": "talk.txt"}
     found, tried = set(), 0
     for path, method, operation in operations_of(spec):
         url = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)

@@ -105,7 +105,8 @@ def test_upload_job_runs_to_three_documents(setup, fake_whisper, fake_openai, ta
     job = wait_for(client, headers, job_id)
     assert job["status"] == "completed", job
     assert job["audio_file_name"] == "Sunday Talk — Ezra 7"
-    assert job["word_document_path"] and job["txt_document_path"] and job["md_document_path"]
+    assert job["word_document_path"].endswith("/Sunday Talk — Ezra 7.docx")
+    assert job["txt_document_path"] and job["md_document_path"]
 
     txt = client.get(f"/download/txt/{job_id}", headers=headers)
     assert txt.data.decode() == "first paragraph of the talk.\n\nsecond paragraph, with the end."
@@ -435,6 +436,11 @@ def test_drive_link_job_fetches_with_gdown(setup, fake_drive, fake_whisper):
     assert job["status"] == "completed", job
     assert job["audio_file_name"] == "Kebaktian Pagi"
     assert len(fake_whisper.submits) == 1
+    # The admin dashboard shows the last segment of audio_file_path: the title, no server path.
+    with app.app_context():
+        row = db.session.get(Transcription, uuid.UUID(job_id))
+        assert row.audio_file_path == "Kebaktian Pagi"
+    assert job["word_document_path"].endswith("/Kebaktian Pagi.docx")
 
 
 def test_drive_link_to_a_private_address_is_refused(setup, fake_drive, fake_whisper):
@@ -457,6 +463,8 @@ def test_upload_names_are_labels_only(setup, talk):
     job_id = response.get_json()["transcription_id"]
     job = client.get(f"/transcriptions/{job_id}", headers=headers).get_json()
     assert job["audio_file_name"] == "Sermon"
+    with app.app_context():  # the upload's name, never the server path of its copy
+        assert db.session.get(Transcription, uuid.UUID(job_id)).audio_file_path == "Sermon.mp3"
     with app.app_context():
         from storage import job_dir
         stored = list(job_dir(uuid.UUID(job_id)).iterdir())

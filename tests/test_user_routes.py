@@ -153,7 +153,10 @@ def test_list_is_own_jobs_newest_first_with_contract_keys(app, client, user, mak
     assert [item["id"] for item in items] == [str(new), str(old)]
     assert {"id", "created_at", "updated_at", "status", "word_document_path",
             "txt_document_path", "audio_file_name"} <= set(items[0])
-    assert items[0]["word_document_path"] == f"/download/word/{new}"
+    # Clients show a document's name as the last segment of its path.
+    assert items[0]["word_document_path"] == f"/download/word/{new}/Sunday sermon.docx"
+    named = client.get(items[0]["word_document_path"], headers=user_headers)
+    assert named.status_code == 200 and named.data == b"PK"
     assert items[0]["txt_document_path"] is None
     assert items[0]["audio_file_name"] == "Sunday sermon"
     assert items[1]["audio_file_name"] == YOUTUBE  # falls back to the link
