@@ -293,8 +293,9 @@ class DbChunkStore:
         return dict(rows)
 
     def save(self, index: int, text: str) -> None:
+        # An answer is stored the moment it arrives, so it must be storable (no NUL).
         db.session.merge(JobChunk(transcription_id=self.run.job_id, stage=self.stage,
-                                  index=index, text=text))
+                                  index=index, text=storable_text(text)))
         db.session.commit()
 
     def progress(self, done: int, total: int) -> None:
@@ -416,12 +417,14 @@ class JobRun:
         secrets = [self.config.get(k) for k in ("TRANSCRIBE_API_KEY", "DEEPSEEK_API_KEY",
                                                 "OPENAI_TRANSCRIBE_API_KEY", "JWT_SECRET_KEY")]
         job = self.load()
-        self.update(status=m.ERROR, error_message=failure.message[:500], updated_at=utcnow())
+        self.update(status=m.ERROR, error_message=storable_text(failure.message)[:500],
+                    updated_at=utcnow())
         db.session.add(ErrorLog(
             user_id=job.user_id, transcription_id=self.job_id, step=failure.step,
             inference=failure.inference,
-            error_message=redact(f"{failure.message}: {failure.detail or ''}", secrets)[:5000],
-            stack_trace=redact(traceback.format_exc(), secrets)[:20000]))
+            error_message=storable_text(redact(f"{failure.message}: {failure.detail or ''}",
+                                               secrets))[:5000],
+            stack_trace=storable_text(redact(traceback.format_exc(), secrets))[:20000]))
         db.session.commit()
         log.info("job=%s step=%s status=error seconds=%.2f", self.job_id, failure.step,
                  time.monotonic() - self.step_started)
@@ -494,13 +497,22 @@ class JobRun:
             raise StepFailure("fetch", f"The audio is {int(length // 60)} minutes long; the "
                                        f"limit is {self.config['MAX_AUDIO_SECONDS'] // 60} minutes")
         partial = audio.with_name("audio.partial" + audio.suffix)
+        # A container's header may understate its length: decode at most a second past the
+        # limit and measure what was decoded.
+        limit = self.config["MAX_AUDIO_SECONDS"]
+        bounded_end = (start or 0) + limit + 1 if end is None else min(end, (start or 0) + limit + 1)
         try:
-            encode_compact(source, partial, start, end)
+            encode_compact(source, partial, start, bounded_end)
+            decoded = require_audio(partial)
         except AudioError as exc:
             raise StepFailure(self.step, str(exc)) from exc
         except OSError as exc:
             raise StepFailure(self.step, "The server could not write the audio (storage full "
                                          "or unavailable)", repr(exc)) from exc
+        if decoded > limit + 0.5:
+            partial.unlink(missing_ok=True)
+            raise StepFailure("fetch", f"The audio is longer than the limit of {limit // 60} "
+                                       f"minutes (its header claimed {int(duration)} seconds)")
         partial.replace(audio)  # a half-written file never looks finished
         return audio
 
@@ -525,6 +537,10 @@ class JobRun:
         except TranscriptionError as exc:
             raise StepFailure("transcribe", str(exc), exc.detail, inference=True) from exc
         elapsed = int(round(time.monotonic() - started))
+        text = storable_text(text)
+        if not text.strip():
+            raise StepFailure("transcribe", "The transcription came back empty: no speech was "
+                                            "recognised in the audio", inference=True)
         self.save_document("txt", text.encode())
         self.update(inference_duration=(job.inference_duration or 0) + elapsed)
         remove_job_files(self.job_id)  # the transcript is safe: scratch audio goes

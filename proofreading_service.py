@@ -11,8 +11,10 @@ import re
 from typing import Any
 
 from transcription_service import ChunkStore, run_pending
+from validation import storable_text
 
 MAX_OUTPUT_TOKENS = 8192  # DeepSeek's chat models answer at most 8K tokens
+EMPTY_ANSWER_RETRIES = 2  # an empty answer to a non-empty slice is asked again, then fails
 _SENTENCE_END = re.compile(r"(?<=[.!?…。？！])[\"'”’)\]]*\s+")
 
 
@@ -91,6 +93,25 @@ class Proofreader:
         if system_prompt.strip():
             messages.append({"role": "system", "content": system_prompt})
         messages.append({"role": "user", "content": text})
+        for _attempt in range(1 + EMPTY_ANSWER_RETRIES):
+            choice = self._complete(index, messages)
+            # NUL cannot be stored in PostgreSQL text; the paid answer must be storable.
+            answer = storable_text(choice.message.content or "").strip()
+            if answer or not text.strip():
+                break
+        else:
+            raise ProofreadError(
+                f"The proofreader returned nothing for part {index + 1} of the transcript; "
+                "please retry later", f"slice {index}: empty answer "
+                                      f"{1 + EMPTY_ANSWER_RETRIES} times")
+        if choice.finish_reason == "length" and depth < 2 and len(text) > 20:
+            # The answer was cut at the output limit: proofread the slice in two halves.
+            halves = split_into_slices(text, len(text) // 2 + 1)
+            return "\n\n".join(self._answer(index, half, system_prompt, depth + 1)
+                                 for half in halves)
+        return answer
+
+    def _complete(self, index: int, messages: list[dict[str, Any]]):
         try:
             response = self.client.chat.completions.create(
                 model=self.model, messages=messages, max_tokens=self.max_output_tokens,
@@ -102,11 +123,4 @@ class Proofreader:
                     f"The proofreading model '{self.model}' is not available; an admin can "
                     f"change the 'proofread_model' setting", str(exc)) from exc
             raise ProofreadError("The proofreading service failed", f"slice {index}: {exc}") from exc
-        choice = response.choices[0]
-        answer = (choice.message.content or "").strip()
-        if choice.finish_reason == "length" and depth < 2 and len(text) > 20:
-            # The answer was cut at the output limit: proofread the slice in two halves.
-            halves = split_into_slices(text, len(text) // 2 + 1)
-            return "\n\n".join(self._answer(index, half, system_prompt, depth + 1)
-                                 for half in halves)
-        return answer
+        return response.choices[0]
