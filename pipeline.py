@@ -24,6 +24,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import click
 from flask import Flask, current_app
 from flask_executor import Executor
 from sqlalchemy import delete, or_, select, update
@@ -59,7 +60,10 @@ def init_app(app: Flask) -> None:
     executor.init_app(app)
     if app.config["PIPELINE_ENABLED"] and app.config["JOB_RECOVERY_INTERVAL_SECONDS"] > 0:
         app.before_request(lambda: _ensure_recovery_thread(app))
-        _ensure_recovery_thread(app)
+        # A CLI command (`flask db upgrade`, `create-admin`) runs no jobs; `flask run` starts
+        # the thread with its first request.
+        if click.get_current_context(silent=True) is None:
+            _ensure_recovery_thread(app)
 
 
 def accept_upload(job: Transcription, upload: FileStorage) -> None:

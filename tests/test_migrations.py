@@ -214,6 +214,21 @@ def test_flask_db_upgrade_command(tmp_path):
     assert version == [(_head(),)]
 
 
+def test_cli_commands_start_no_job_threads(tmp_path):
+    # The default recovery interval: before issue 8 its thread queried the not yet created
+    # tables and printed "job recovery pass failed" with a traceback.
+    database = tmp_path / "fresh.sqlite3"
+    env = {k: v for k, v in os.environ.items() if k != "JOB_RECOVERY_INTERVAL_SECONDS"}
+    env.update(DATABASE_URL=f"sqlite:///{database}", EZRA_ENV="development",
+               JWT_SECRET_KEY="cli-test-secret-that-is-long-enough-0123456789",
+               STORAGE_DIR=str(tmp_path / "storage"))
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "job recovery pass failed" not in output and "Traceback" not in output, output
+
+
 # --- 5. a legacy deployment upgrades in place ------------------------------------------------
 
 # What the earlier implementation's hand-made scripts created (shared/legacy-schema.md).
