@@ -441,7 +441,7 @@ def test_openai_max_concurrent_cap(fake_openai):
     barrier = threading.Barrier(3)
 
     def ask(_):
-        barrier.wait()
+        barrier.wait(timeout=30)
         try:
             client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
             return "ok"

@@ -85,6 +85,13 @@ def upload(client, headers, audio: Path, **fields):
     return response.get_json()["transcription_id"]
 
 
+def wait_until_true(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
+        time.sleep(0.05)
+
+
 def wait_for(client, headers, job_id, statuses=("completed", "error", "cancelled"),
              timeout=60.0) -> dict:
     deadline = time.monotonic() + timeout
@@ -266,8 +273,7 @@ def test_cancel_then_retry_resumes_without_resubmitting(setup, fake_whisper, tal
     fake_whisper.never_finish = True
     job_id = upload(client, headers, talk)
     wait_for(client, headers, job_id, statuses=("transcribing",))
-    while not fake_whisper.polls:
-        time.sleep(0.05)
+    wait_until_true(lambda: fake_whisper.polls, 30, "a first poll")
     response = client.post(f"/transcriptions/{job_id}/cancel", headers=headers)
     assert response.status_code == 202
     job = wait_for(client, headers, job_id)
@@ -353,7 +359,7 @@ def _kill_after_chunks(app, process, job_id, stage, count, timeout=60):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.wait(timeout=30)
     with app.app_context():  # the dead runner's lease would expire; skip the wait
         job = db.session.get(Transcription, uuid.UUID(job_id))
         assert job.lease_owner is not None
@@ -488,8 +494,7 @@ def test_an_exiting_worker_hands_its_job_back_at_once(setup, make_app, pipeline_
     thread.start()
     try:
         wait_for(client, headers, job_id, statuses=("transcribing",))
-        while not fake_whisper.polls:
-            time.sleep(0.05)
+        wait_until_true(lambda: fake_whisper.polls, 30, "a first poll")
         pipeline._drain()  # what interpreter exit does in a recycled gunicorn worker
         thread.join(timeout=10)
         assert not thread.is_alive()
