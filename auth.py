@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from flask import Flask, g
+from flask import Flask, current_app, g
 from flask_jwt_extended import JWTManager
 
 from database import db
@@ -23,8 +23,17 @@ def init_jwt(app: Flask) -> None:
     jwt.init_app(app)
 
 
-def token_claims(user: User) -> dict:
-    return {"tv": user.token_version}
+def token_claims(user: User, family: str | None = None) -> dict:
+    """`tv` ends every token at a password reset; `fam` ties the access and refresh tokens of
+    one sign-in together, so that signing out ends all of them."""
+    claims = {"tv": user.token_version}
+    if family:
+        claims["fam"] = family
+    return claims
+
+
+def _family_key(family: str) -> str:
+    return f"fam:{family}"[:64]
 
 
 @jwt.user_identity_loader
@@ -40,7 +49,9 @@ def _is_revoked(_header: dict, payload: dict) -> bool:
     if not isinstance(jti, str):
         return True
     user_id = _user_id(payload)
-    revoked = exists().where(RevokedToken.jti == jti)
+    family = payload.get("fam")
+    keys = [jti, _family_key(family)] if isinstance(family, str) else [jti]
+    revoked = exists().where(RevokedToken.jti.in_(keys))
     if user_id is None:
         return bool(db.session.execute(select(revoked)).scalar())
     row = db.session.execute(select(User, revoked).where(User.id == user_id)).first()
@@ -57,9 +68,16 @@ def _user_id(payload: dict) -> int | None:
 
 
 def revoke(payload: dict, user_id: int | None) -> None:
-    """Sign a token out for good (kept in the database, so it survives restarts)."""
+    """Sign a token out for good (kept in the database, so it survives restarts), and every
+    token of its sign-in (its family) with it, until the longest of them would expire."""
     expires = datetime.fromtimestamp(payload["exp"], tz=timezone.utc)
     db.session.merge(RevokedToken(jti=payload["jti"], user_id=user_id, expires_at=expires))
+    family = payload.get("fam")
+    if isinstance(family, str):
+        family_expires = datetime.fromtimestamp(payload["iat"], tz=timezone.utc) + \
+            current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
+        db.session.merge(RevokedToken(jti=_family_key(family), user_id=user_id,
+                                      expires_at=family_expires))
     # Expired tokens are refused anyway: forget them, keeping the table small.
     db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
 

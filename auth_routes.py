@@ -1,6 +1,8 @@
 """POST /login and the token routes."""
 from __future__ import annotations
 
+import uuid
+
 from flask import Blueprint, jsonify
 from flask_jwt_extended import (create_access_token, create_refresh_token, current_user,
                                 decode_token, get_jwt, jwt_required)
@@ -43,7 +45,7 @@ def login():
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
         db.session.commit()
-    claims = token_claims(user)
+    claims = token_claims(user, family=uuid.uuid4().hex)
     return jsonify(
         access_token=create_access_token(identity=user, additional_claims=claims),
         refresh_token=create_refresh_token(identity=user, additional_claims=claims),
@@ -55,16 +57,19 @@ def login():
 @jwt_required(refresh=True)
 def refresh():
     return jsonify(access_token=create_access_token(
-        identity=current_user, additional_claims=token_claims(current_user)))
+        identity=current_user, additional_claims=token_claims(current_user,
+                                                              get_jwt().get("fam"))))
 
 
 @bp.post("/logout")
 @jwt_required(verify_type=False)
 def logout():
-    """Revokes the token sent (access or refresh), and the refresh token in the body if any."""
-    revoke(get_jwt(), current_user.id)
-    refresh_token = optional_json_body().get("refresh_token")
-    if refresh_token is not None:
+    """Revokes the token sent (access or refresh) with every token of its sign-in, and the
+    refresh token in the body if any (the frontend sends none: the family covers it)."""
+    body = optional_json_body()
+    payload = None
+    if "refresh_token" in body:
+        refresh_token = body["refresh_token"]
         if (not isinstance(refresh_token, str) or len(refresh_token) > 4096
                 or not is_storable_text(refresh_token)):
             raise APIError(400, "'refresh_token' must be a token string")
@@ -72,8 +77,12 @@ def logout():
             payload = decode_token(refresh_token)
         except (InvalidTokenError, JWTExtendedException):
             raise APIError(400, "'refresh_token' is not a valid token") from None
+        if payload.get("type") != "refresh":
+            raise APIError(400, "'refresh_token' is not a refresh token")
         if payload.get("sub") != str(current_user.id):
             raise APIError(400, "'refresh_token' belongs to another user")
+    revoke(get_jwt(), current_user.id)
+    if payload is not None:
         revoke(payload, current_user.id)
     db.session.commit()
     return jsonify(message="Signed out")

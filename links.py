@@ -42,7 +42,11 @@ def parse_link(link: str, allowed_hosts: frozenset[str] | set[str] | None = None
         raise LinkError(f"The link is longer than {MAX_LINK_LENGTH} characters")
     if any(ch.isspace() or ord(ch) < 32 for ch in link):
         raise LinkError("The link must not contain spaces or control characters")
-    parts = urlsplit(link)
+    try:
+        parts = urlsplit(link)
+    except ValueError:  # "https://[youtube.com]/", a fullwidth slash in the host, ...
+        raise LinkError("The link is malformed; copy it again from the browser's address "
+                        "bar") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise LinkError("The link must start with https:// (a YouTube or Google Drive link)")
     if parts.username or parts.password:

@@ -1,9 +1,12 @@
 """Reading the admin-managed settings the service itself obeys."""
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 
 from database import db
+from validation import MAX_INT_ID
 from scratch import MAX_RETENTION_HOURS, SETTING_SCRATCH_RETENTION_HOURS, parse_retention_hours
 from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_PROMPT,
                     SETTING_TRANSCRIBING_ALLOWED, ProofreadPrompt, SystemSetting,
@@ -37,10 +40,17 @@ def transcribing_allowed() -> bool:
 
 def active_prompt(model: type[TranscribePrompt] | type[ProofreadPrompt]):
     key = next(k for k, m in PROMPT_SETTINGS.items() if m is model)
-    value = get_setting(key)
-    if value is None or not value.strip().isdigit():
+    prompt_id = _prompt_id(get_setting(key))
+    return None if prompt_id is None else db.session.get(model, prompt_id)
+
+
+def _prompt_id(value: str | None) -> int | None:
+    """ASCII digits in the id range only: `str.isdigit` accepts "²", and int() refuses
+    thousands of digits."""
+    if value is None or not re.fullmatch(r"[0-9]{1,10}", value.strip()):
         return None
-    return db.session.get(model, int(value))
+    number = int(value.strip())
+    return number if 1 <= number <= MAX_INT_ID else None
 
 
 def set_setting(key: str, value: str, description: str | None = None) -> SystemSetting:
@@ -59,8 +69,8 @@ def validate_setting_value(key: str, value: str | None) -> str | None:
     if key in BOOLEAN_SETTINGS and value not in ("true", "false"):
         return f"'{key}' must be \"true\" or \"false\""
     if key in PROMPT_SETTINGS:
-        if value is None or not value.isdigit() or db.session.get(PROMPT_SETTINGS[key],
-                                                                  int(value)) is None:
+        prompt_id = _prompt_id(value)
+        if prompt_id is None or db.session.get(PROMPT_SETTINGS[key], prompt_id) is None:
             return f"'{key}' must be the id of an existing prompt"
     if key == SETTING_SCRATCH_RETENTION_HOURS and parse_retention_hours(value) is None:
         return f"'{key}' must be a whole number of hours from 0 to {MAX_RETENTION_HOURS}"

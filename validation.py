@@ -30,7 +30,10 @@ def json_body() -> dict[str, Any]:
 
 
 def optional_json_body() -> dict[str, Any]:
-    """Like json_body, for routes whose body is optional: no body is an empty object."""
+    """Like json_body, for routes whose body is optional: no body is an empty object; a form
+    body is an error, not silently nothing."""
+    if request.form or request.files:
+        raise APIError(400, "The request body must be a JSON object")
     return json_body() if request.data else {}
 
 

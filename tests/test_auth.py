@@ -162,12 +162,36 @@ def test_logout_revokes_tokens_and_survives_a_restart(make_app, client, user):
                          ).status_code == 200
 
 
+def test_logout_without_the_refresh_token_ends_the_whole_sign_in(client, user):
+    # The frontend never sends its refresh token to /logout.
+    body = client.post("/login", json={"username": "alice", "password": TEST_PASSWORD}).get_json()
+    access, refresh_token = body["access_token"], body["refresh_token"]
+    refreshed = client.post("/refresh", headers=bearer(refresh_token)).get_json()["access_token"]
+    assert client.post("/logout", headers=bearer(access)).status_code == 200
+    assert client.post("/refresh", headers=bearer(refresh_token)).status_code == 401
+    assert client.get("/transcriptions", headers=bearer(refreshed)).status_code == 401
+    other = bearer(login(client, "alice"))  # another sign-in is untouched
+    assert client.get("/transcriptions", headers=other).status_code == 200
+
+
 @pytest.mark.parametrize("refresh_token, message", [
-    (5, "must be a token string"), ("garbage", "not a valid token")])
+    (5, "must be a token string"), ("garbage", "not a valid token"),
+    (None, "must be a token string"), ("", "not a valid token"),
+    ("access", "not a refresh token")])
 def test_logout_with_a_bad_refresh_token_is_400(client, user, refresh_token, message):
     access = login(client, "alice")
+    if refresh_token == "access":
+        refresh_token = access
     response = client.post("/logout", headers=bearer(access), json={"refresh_token": refresh_token})
     assert response.status_code == 400 and message in response.get_json()["error"]
+    # Nothing was signed out by the refused request.
+    assert client.get("/transcriptions", headers=bearer(access)).status_code == 200
+
+
+def test_logout_with_a_form_body_is_400(client, user):
+    access = login(client, "alice")
+    response = client.post("/logout", headers=bearer(access), data={"refresh_token": "x"})
+    assert response.status_code == 400
 
 
 def test_login_is_rate_limited_per_account_and_address(make_app, make_user):

@@ -134,3 +134,38 @@ def test_upload_file_names_never_become_paths(app, client, user_headers, filenam
     assert not (tmp_path / "etc").exists()
     with app.app_context():
         assert db.session.query(Transcription).count() == 0
+
+
+# Issue 8: inputs that answered 500 --------------------------------------------------------
+
+@pytest.mark.parametrize("link", [
+    "https://[youtube.com]/watch?v=dQw4w9WgXcQ",
+    "https://youtube.com\uff0fwatch?v=dQw4w9WgXcQ",  # a fullwidth slash
+    "https://www.youtube.com\uff03@evil.example/",
+])
+def test_malformed_link_hosts_are_400(app, client, user_headers, link):
+    response = client.post("/process", headers=user_headers, data={"drive_link": link},
+                           content_type="multipart/form-data")
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert "error" in response.get_json()
+    with app.app_context():
+        assert db.session.query(Transcription).count() == 0
+
+
+@pytest.mark.parametrize("key", ["active_transcribe_prompt_id", "active_proofread_prompt_id"])
+@pytest.mark.parametrize("value", ["\u00b2", "1" * 5000, "\u0663", "0", "99999999999"])
+def test_odd_numbers_in_prompt_settings_are_400(client, admin_headers, key, value):
+    response = client.post("/admin/settings", headers=admin_headers,
+                           json={"setting_key": key, "setting_value": value})
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert "existing prompt" in response.get_json()["error"]
+
+
+def test_a_stored_odd_prompt_setting_is_ignored_not_a_500(app, client, admin_headers):
+    from models import SystemSetting
+    with app.app_context():
+        db.session.add(SystemSetting(setting_key="active_proofread_prompt_id",
+                                     setting_value="\u00b2"))
+        db.session.commit()
+    response = client.get("/admin/settings/active-proofread-prompt", headers=admin_headers)
+    assert response.status_code == 404
