@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import io
+import tempfile
 import zipfile
+from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, request, send_file
 from flask_jwt_extended import current_user, verify_jwt_in_request
@@ -15,7 +17,7 @@ from errors import APIError
 from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_PROMPT,
                     SETTING_TRANSCRIBING_ALLOWED, AppAsset, ErrorLog, ProofreadPrompt,
                     SystemSetting, TranscribePrompt, Transcription, User)
-from pandoc_service import DEFAULT_REFERENCE_DOCX
+from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
 from pipeline import REFERENCE_DOCX_ASSET
 from password import hash_password
 from serializers import (admin_transcription, error_log, prompt, setting, transcription_page,
@@ -36,6 +38,8 @@ MAX_SETTING_KEY = 100
 MAX_SETTING_VALUE = 10_000
 MAX_DESCRIPTION = 1_000
 MAX_REFERENCE_DOCX = 10 * 1024 * 1024
+MAX_REFERENCE_DOCX_ENTRIES = 500
+MAX_REFERENCE_DOCX_UNPACKED = 50 * 1024 * 1024
 # The earlier backend's page of newest transcriptions and logs; the dashboard loads both
 # before it renders anything.
 ADMIN_PAGE_DEFAULT = 100
@@ -335,6 +339,7 @@ def replace_reference_docx():
         raise APIError(400, "The reference document must be at most 10 MB")
     if not _is_docx(content):
         raise APIError(400, "The file is not a Word .docx document")
+    _check_reference_docx(content)
     db.session.merge(AppAsset(name=REFERENCE_DOCX_ASSET, content=content))
     db.session.commit()
     return jsonify(message="Reference document replaced; new Word documents use it")
@@ -353,6 +358,37 @@ def _is_docx(content: bytes) -> bool:
             return "word/document.xml" in archive.namelist()
     except zipfile.BadZipFile:
         return False
+
+
+def _check_reference_docx(content: bytes) -> None:
+    """Every later job converts with this file: refuse one that is a zip bomb, has absurdly
+    many parts, or that Pandoc cannot use (tried on a short document)."""
+    total = 0
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            entries = archive.infolist()
+            if len(entries) > MAX_REFERENCE_DOCX_ENTRIES:
+                raise APIError(400, f"The reference document has {len(entries)} parts; a Word "
+                                    f"document has far fewer (limit {MAX_REFERENCE_DOCX_ENTRIES})")
+            for entry in entries:
+                with archive.open(entry) as part:  # the real bytes, whatever the header says
+                    while chunk := part.read(1024 * 1024):
+                        total += len(chunk)
+                        if total > MAX_REFERENCE_DOCX_UNPACKED:
+                            raise APIError(400, "The reference document unpacks to more than "
+                                                f"{MAX_REFERENCE_DOCX_UNPACKED // 2**20} MB")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError,
+            RuntimeError, OSError):  # a corrupt or encrypted part
+        raise APIError(400, "The reference document is damaged (a part cannot be read)") from None
+    with tempfile.TemporaryDirectory(prefix="ezra-reference-") as tmp:
+        reference = Path(tmp) / "reference.docx"
+        reference.write_bytes(content)
+        try:
+            markdown_to_docx("# Heading\n\nA paragraph with *emphasis*.\n\n- a list\n",
+                             reference)
+        except PandocError as exc:
+            raise APIError(400, "Word documents cannot be made with this reference document; "
+                                f"Pandoc says: {str(exc)[:300]}") from None
 
 
 def _get_or_404(model, ident, label: str):

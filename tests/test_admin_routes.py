@@ -358,3 +358,43 @@ def test_admin_lists_default_to_the_newest_100_as_before(make_app, make_user):
         assert len(client.get(f"{path}?limit=130", headers=headers).get_json()) == 130, path
         assert client.get(f"{path}?limit=1001", headers=headers).status_code == 400, path
     assert len(client.get("/admin/users", headers=headers).get_json()) == 2
+
+
+def _zip(parts: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _docx_with(extra: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+    from pandoc_service import DEFAULT_REFERENCE_DOCX
+    with zipfile.ZipFile(io.BytesIO(DEFAULT_REFERENCE_DOCX.read_bytes())) as archive:
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    return _zip(parts | extra)
+
+
+@pytest.mark.parametrize("content, message", [
+    (lambda: _zip({"word/document.xml": b"garbage, not XML"}), "cannot be made"),
+    (lambda: _docx_with({"word/document.xml": b"<w:document"}), "cannot be made"),
+    (lambda: _docx_with({"word/media/bomb.bin": b"\0" * (60 * 1024 * 1024)}), "unpacks to more"),
+    (lambda: _docx_with({f"word/media/p{i}.bin": b"x" for i in range(600)}), "parts"),
+])
+def test_a_broken_or_bomb_reference_docx_is_refused(app, client, admin_headers, content,
+                                                    message):
+    import io
+    from models import AppAsset
+    data = content()
+    assert len(data) < 10 * 1024 * 1024  # small enough to pass the size check
+    response = client.put("/admin/reference-docx", headers=admin_headers,
+                          content_type="multipart/form-data",
+                          data={"file": (io.BytesIO(data), "brand.docx")})
+    assert response.status_code == 400, response.get_json()
+    assert message in response.get_json()["error"]
+    with app.app_context():
+        assert db.session.query(AppAsset).count() == 0  # later jobs keep the default
