@@ -17,6 +17,7 @@ import body_limits
 import login_throttle
 import pipeline
 import scratch
+import security_headers
 from auth import init_jwt
 from config import BASE_DIR, load_config
 from database import db, migrate
@@ -56,6 +57,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     init_jwt(app)
     register_error_handlers(app)
     body_limits.init_app(app)
+    security_headers.init_app(app)
     pipeline.init_app(app)
     scratch.init_app(app)
 

@@ -23,9 +23,9 @@ from validation import display_text, format_seconds, pagination, parse_timestamp
 
 bp = Blueprint("user", __name__)
 
-MIME_TYPES = {
-    "txt": "text/plain; charset=utf-8",
-    "md": "text/markdown; charset=utf-8",
+MIME_TYPES = {  # Werkzeug adds "; charset=utf-8" to text types itself
+    "txt": "text/plain",
+    "md": "text/markdown",
     "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
 }
 MAX_FILENAME_LENGTH = 255
