@@ -201,7 +201,9 @@ ERROR_TEXTS = {
     403: "The token's user is not an admin",
     404: "Not found",
     409: "The transcription is not in a state that allows this",
-    413: "The request body is larger than MAX_UPLOAD_MB",
+    413: "The request body is over this route's cap (16 KB for sign-in, MAX_JSON_KB for JSON, "
+         "MAX_UPLOAD_MB for uploads), or the upload would pass the user's scratch cap",
+    415: "A form upload sent to a route that takes a JSON body",
     429: "Too many at once (unfinished transcriptions, failed sign-ins): see Retry-After",
     500: "Internal server error (never expected; always this JSON, never a traceback)",
     503: "The database is unavailable for a moment",
@@ -337,7 +339,9 @@ def operations() -> dict[str, dict]:
             response=json_response(ref("AccessToken"))),
         "auth.logout": op(
             "Sign out: revoke the token sent (access or refresh)",
-            description="An optional body `{\"refresh_token\"}` revokes that refresh token too.",
+            description="Every token of the same sign-in is revoked with it. An optional body "
+                        "`{\"refresh_token\"}` revokes that refresh token too (400 if it is not "
+                        "one of the caller's refresh tokens).",
             body=obj({"refresh_token": string(maxLength=4096)}, required=[], closed=False),
             body_required=False,
             response=json_response(ref("Message"))),
@@ -373,7 +377,7 @@ def operations() -> dict[str, dict]:
                                                 "Cancelling: the running step stops soon")},
             response=json_response(ref("CancelResult"), "Cancelled")),
         "user.retry_transcription": op(
-            "Resume a failed or cancelled transcription", errors=(400, 404, 409, 429),
+            "Resume a failed or cancelled transcription", errors=(400, 404, 409, 429, 503),
             response=json_response(ref("RetryResult"))),
         "user.download": op(
             "Download a document of the caller's transcription", errors=(400, 404),
@@ -541,7 +545,7 @@ def _operation(rule: Rule, entry: dict | None) -> dict:
     if entry["body"] is not None:
         operation["requestBody"] = {"required": entry["body_required"],
                                     "content": {JSON: {"schema": entry["body"]}}}
-        codes |= {400, 413}
+        codes |= {400, 413, 415}
     if entry["form"] is not None:
         operation["requestBody"] = {"required": True,
                                     "content": {"multipart/form-data": {"schema": entry["form"]}}}
