@@ -35,7 +35,6 @@ import scratch
 from audio_service import AudioError, check_window, compact_extension, encode_compact, require_audio
 from database import db
 from errors import APIError
-from validation import storable_text
 from links import parse_link
 from models import AppAsset, Document, ErrorLog, JobChunk, Transcription, as_utc, utcnow
 from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
@@ -44,6 +43,7 @@ from storage import job_dir, remove_job_files
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
                              get_flag, get_setting)
 from transcription_service import Cancelled, EngineJob, TranscriptionError, engine_from_config
+from validation import storable_text
 
 log = logging.getLogger("ezra.pipeline")
 executor = Executor()
@@ -543,6 +543,10 @@ class JobRun:
         elapsed = int(round(time.monotonic() - started))
         text = storable_text(text)
         if not text.strip():
+            # Forget the empty answer, so that a retry asks the engine again.
+            db.session.execute(delete(JobChunk).where(JobChunk.transcription_id == self.job_id,
+                                                      JobChunk.stage == "transcribe"))
+            db.session.commit()
             raise StepFailure("transcribe", "The transcription came back empty: no speech was "
                                             "recognised in the audio", inference=True)
         self.save_document("txt", text.encode())

@@ -87,3 +87,9 @@ def test_an_empty_transcript_fails_clearly(setup, fake_whisper, fake_openai, tal
     assert fake_openai.chat_requests == []
     with app.app_context():
         assert db.session.query(ErrorLog).one().step == "transcribe"
+    # A retry asks the service again (the empty answer is not kept as the result).
+    fake_whisper.transcript_for = lambda audio, tid, prompt: "words at last"
+    assert client.post(f"/transcriptions/{job_id}/retry", headers=headers).status_code == 200
+    assert wait_for(client, headers, job_id, timeout=60)["status"] == "completed"
+    assert client.get(f"/download/txt/{job_id}", headers=headers).data == b"words at last"
+    assert len(fake_whisper.submits) == 2
