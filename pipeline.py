@@ -11,6 +11,7 @@ Durable and resumable:
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -39,7 +40,7 @@ from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
 from proofreading_service import ProofreadError, Proofreader, split_into_slices
 from storage import job_dir, remove_job_files
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
-                             get_flag, get_setting)
+                             default_language, get_flag, get_setting)
 from transcription_service import Cancelled, EngineJob, TranscriptionError, engine_from_config
 
 log = logging.getLogger("ezra.pipeline")
@@ -504,24 +505,29 @@ class JobRun:
         if prompt is None:
             active = active_prompt(m.TranscribePrompt)
             prompt = active.prompt if active else ""
-        self.set_status(m.TRANSCRIBING, transcribe_prompt=prompt,
+        # The request's language, else the admin's default, else Whisper detects it.
+        language = job.language or default_language()
+        self.set_status(m.TRANSCRIBING, transcribe_prompt=prompt, language=language,
                         engine=self.config["TRANSCRIBE_ENGINE"])
         started = time.monotonic()
         try:
             engine = engine_from_config(self.config)
-            text = engine.transcribe(EngineJob(
+            transcript = engine.transcribe(EngineJob(
                 job_id=str(self.job_id), audio=audio, work_dir=audio.parent, prompt=prompt,
-                store=DbChunkStore(self, "transcribe", m.TRANSCRIBING)))
+                language=language, store=DbChunkStore(self, "transcribe", m.TRANSCRIBING)))
         except Cancelled:
             self.check()
             raise
         except TranscriptionError as exc:
             raise StepFailure("transcribe", str(exc), exc.detail, inference=True) from exc
         elapsed = int(round(time.monotonic() - started))
-        self.save_document("txt", text.encode())
+        if transcript.segments is not None:  # before the txt, whose presence ends the step
+            self.save_document(m.SEGMENTS_KIND, json.dumps(transcript.segments,
+                                                           ensure_ascii=False).encode())
+        self.save_document("txt", transcript.text.encode())
         self.update(inference_duration=(job.inference_duration or 0) + elapsed)
         remove_job_files(self.job_id)  # the transcript is safe: scratch audio goes
-        return text
+        return transcript.text
 
     def proofread(self, job: Transcription, transcript: str) -> str:
         self.set_status(m.WAITING_FOR_PROOFREADING)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from pathlib import Path
 
@@ -12,11 +13,13 @@ from sqlalchemy import func, select
 import pipeline
 from database import db
 from errors import APIError
+from languages import WHISPER_LANGUAGES, normalize_language, unknown_language_hint
 from links import LinkError, parse_link
-from models import FINAL_STATUSES, SUBMITTED, Document, Transcription, User
+from models import FINAL_STATUSES, SEGMENTS_KIND, SUBMITTED, Document, Transcription, User
 from pandoc_service import safe_download_name
 from serializers import FILE_TYPES, LEGACY_PATH_COLUMN, transcription_page, user_transcription
 from storage import legacy_document_path
+from subtitles import to_srt, to_vtt
 from system_settings import transcribing_allowed
 from validation import display_text, format_seconds, pagination, parse_timestamp, uuid_id
 
@@ -26,7 +29,10 @@ MIME_TYPES = {
     "txt": "text/plain; charset=utf-8",
     "md": "text/markdown; charset=utf-8",
     "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "srt": "application/x-subrip; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
 }
+SUBTITLE_FORMATS = {"srt": to_srt, "vtt": to_vtt}
 MAX_FILENAME_LENGTH = 255
 
 
@@ -48,10 +54,13 @@ def process():
     if start is not None and end is not None and start >= end:
         raise APIError(400, f"'start_time' ({format_seconds(start)}) must be before "
                             f"'end_time' ({format_seconds(end)})")
+    language = normalize_language(form.get("language"))
+    if language is not None and language not in WHISPER_LANGUAGES:
+        raise APIError(400, f"'language' {unknown_language_hint(language)}")
     _check_unfinished_limit(current_user.id)
 
     job = Transcription(id=uuid.uuid4(), user_id=current_user.id, status=SUBMITTED,
-                        start_seconds=start, end_seconds=end)
+                        start_seconds=start, end_seconds=end, language=language)
     if link:
         allowed = current_app.config["ALLOWED_LINK_HOSTS"]
         try:
@@ -149,13 +158,17 @@ def download(file_type: str, transcription_id: str):
 
 
 def _document_kind(file_type: str) -> str:
+    if file_type in SUBTITLE_FORMATS:
+        return file_type
     if file_type not in FILE_TYPES:
-        raise APIError(400, "Unknown file type; use txt, md, word or docx")
+        raise APIError(400, "Unknown file type; use txt, md, word, docx, srt or vtt")
     return FILE_TYPES[file_type]
 
 
 def document_response(job: Transcription, kind: str) -> Response:
     """The stored document as an attachment; legacy rows serve their recorded disk file."""
+    if kind in SUBTITLE_FORMATS:
+        return subtitle_response(job, kind)
     name = safe_download_name(job.audio_file_name, "." + kind, fallback=f"transcription-{job.id}")
     content = db.session.execute(select(Document.content).where(
         Document.transcription_id == job.id, Document.kind == kind)).scalar_one_or_none()
@@ -168,3 +181,23 @@ def document_response(job: Transcription, kind: str) -> Response:
         return send_file(legacy, mimetype=MIME_TYPES[kind], as_attachment=True,
                          download_name=name)
     raise APIError(404, f"The {kind} document of this transcription is not ready")
+
+
+def subtitle_response(job: Transcription, kind: str) -> Response:
+    """SRT or VTT made from the stored segments, timed against the source (a cut window's
+    start is added back)."""
+    segments = db.session.execute(select(Document.content).where(
+        Document.transcription_id == job.id,
+        Document.kind == SEGMENTS_KIND)).scalar_one_or_none()
+    if segments is None:
+        has_transcript = db.session.execute(select(Document.kind).where(
+            Document.transcription_id == job.id, Document.kind == "txt")).first() is not None
+        if has_transcript or job.txt_document_path:
+            raise APIError(404, f"This transcription has no timestamps: the engine that made it "
+                                f"({job.engine or 'an earlier version'}) gives none, so there are "
+                                f"no subtitles; TXT, Markdown and Word are available")
+        raise APIError(404, f"The {kind} subtitles of this transcription are not ready")
+    text = SUBTITLE_FORMATS[kind](json.loads(segments), offset=job.start_seconds or 0.0)
+    name = safe_download_name(job.audio_file_name, "." + kind, fallback=f"transcription-{job.id}")
+    return send_file(io.BytesIO(text.encode()), mimetype=MIME_TYPES[kind], as_attachment=True,
+                     download_name=name)
