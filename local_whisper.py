@@ -215,16 +215,33 @@ def load_model(choice: ModelChoice):
 # Transcribing ---------------------------------------------------------------------------------
 
 def transcribe_file(model, path: Path, *, language: str | None, prompt: str | None,
-                    vad: bool, offset: float = 0.0,
+                    vad: bool, offset: float = 0.0, batch_size: int = 0,
+                    duration: float | None = None,
                     on_segment=lambda end: None) -> list[tuple[float, float, str]]:
     """Segments (start, end, text) of one audio file, times shifted by `offset`.
+    `batch_size` > 0 uses faster-whisper's batched pipeline (speech pieces decoded side by
+    side; without VAD, fixed 30-second windows of the `duration`-second file).
     `on_segment(end)` runs after each segment (progress; it may raise to stop)."""
-    pieces, _info = model.transcribe(str(path), language=language, initial_prompt=prompt or None,
-                                     vad_filter=vad)
+    options: dict[str, Any] = dict(language=language, initial_prompt=prompt or None,
+                                   vad_filter=vad)
+    if batch_size > 0:
+        from faster_whisper import BatchedInferencePipeline
+        if not vad and duration is not None and duration > 30:
+            options["clip_timestamps"] = [{"start": start, "end": min(start + 30.0, duration)}
+                                          for start in range(0, int(duration + 0.999), 30)
+                                          if start < duration]
+        pieces, _info = BatchedInferencePipeline(model).transcribe(
+            str(path), batch_size=batch_size, without_timestamps=False, **options)
+    else:
+        pieces, _info = model.transcribe(str(path), **options)
+    # Whisper's timestamps can run past the end of the audio (up to its 30-second window);
+    # subtitles must not.
+    limit = offset + duration if duration is not None else float("inf")
     segments = []
     for piece in pieces:  # a generator: decoding happens while we iterate
         text = piece.text.strip()
+        end = min(offset + piece.end, limit)
         if text:
-            segments.append((offset + piece.start, offset + piece.end, text))
-        on_segment(offset + piece.end)
+            segments.append((min(offset + piece.start, end), end, text))
+        on_segment(end)
     return segments

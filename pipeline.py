@@ -466,8 +466,10 @@ class JobRun:
         return result.path, result.windowed
 
     def prepare(self, job: Transcription, source: Path, windowed: bool) -> Path:
-        """Check the audio, cut the window, re-encode compactly (16 kHz mono)."""
-        audio = job_dir(self.job_id) / f"audio{compact_extension()}"
+        """Check the audio, cut the window, re-encode compactly (16 kHz mono; lossless for
+        the in-process engine, which uploads nothing)."""
+        lossless = self.config["TRANSCRIBE_ENGINE"] == "local"
+        audio = job_dir(self.job_id) / f"audio{compact_extension(lossless)}"
         if audio.exists():
             return audio
         try:
@@ -489,7 +491,7 @@ class JobRun:
                                        f"limit is {self.config['MAX_AUDIO_SECONDS'] // 60} minutes")
         partial = audio.with_name("audio.partial" + audio.suffix)
         try:
-            encode_compact(source, partial, start, end)
+            encode_compact(source, partial, start, end, lossless=lossless)
         except AudioError as exc:
             raise StepFailure(self.step, str(exc)) from exc
         except OSError as exc:

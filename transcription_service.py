@@ -354,10 +354,12 @@ class LocalWhisperEngine:
 
     name = "local"
 
-    def __init__(self, choice: local_whisper.ModelChoice, chunk_seconds: int, vad: bool):
+    def __init__(self, choice: local_whisper.ModelChoice, chunk_seconds: int, vad: bool,
+                 batch_size: int = 0):
         self.choice = choice
-        self.chunk_seconds = min(chunk_seconds, local_whisper.LOCAL_CHUNK_SECONDS)
+        self.chunk_seconds = chunk_seconds
         self.vad = vad
+        self.batch_size = batch_size
 
     def transcribe(self, job: EngineJob) -> Transcript:
         try:
@@ -390,7 +392,8 @@ class LocalWhisperEngine:
                     cut_segment(job.audio, piece, start, end)
                 segments = local_whisper.transcribe_file(
                     model, piece, language=job.language, prompt=job.prompt, vad=self.vad,
-                    offset=start, on_segment=on_segment)
+                    offset=start, batch_size=self.batch_size, duration=end - start,
+                    on_segment=on_segment)
             except (Cancelled, TranscriptionError):
                 raise
             except Exception as exc:  # a decoding failure inside faster-whisper or PyAV
@@ -426,4 +429,7 @@ def engine_from_config(config: dict[str, Any]) -> Engine:
                             config["TRANSCRIBE_CHUNK_SECONDS"],
                             config["TRANSCRIBE_CONCURRENCY"])
     return LocalWhisperEngine(local_whisper.model_choice(config),
-                              config["TRANSCRIBE_CHUNK_SECONDS"], config["LOCAL_WHISPER_VAD"])
+                              min(config["TRANSCRIBE_CHUNK_SECONDS"],
+                                  local_whisper.LOCAL_CHUNK_SECONDS),
+                              config["LOCAL_WHISPER_VAD"],
+                              config["LOCAL_WHISPER_BATCH_SIZE"])
