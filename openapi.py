@@ -323,6 +323,13 @@ def operations() -> dict[str, dict]:
                 response=json_response(ref("ActivePromptSet"))),
         }
 
+    download_document = dict(
+        description="TXT, Markdown and Word (`/download/txt|md|word|docx/{id}`), or "
+                    "subtitles from the transcript's timestamps (`/download/srt/{id}`, "
+                    "`/download/vtt/{id}`): 404 when the engine gave none (the remote service).",
+        response=attachment("text/plain", "text/markdown", DOCX, "application/x-subrip",
+                            "text/vtt", description="the document as an attachment"))
+
     return {
         # Auth -----------------------------------------------------------------------------
         "auth.login": op(
@@ -386,12 +393,7 @@ def operations() -> dict[str, dict]:
             response=json_response(ref("RetryResult"))),
         "user.download": op(
             "Download a document of the caller's transcription", errors=(400, 404),
-            description="TXT, Markdown and Word (`/download/txt|md|word|docx/{id}`), or "
-                        "subtitles from the transcript's timestamps (`/download/srt/{id}`, "
-                        "`/download/vtt/{id}`): 404 when the engine gave none (the remote "
-                        "service).",
-            response=attachment("text/plain", "text/markdown", DOCX, "application/x-subrip",
-                                "text/vtt", description="the document as an attachment")),
+            **download_document),
         # Admin: users ---------------------------------------------------------------------
         "admin.list_users": op(
             "Every user with their transcription count", paginated=True,
@@ -428,12 +430,7 @@ def operations() -> dict[str, dict]:
             response=json_response(ref("Message"))),
         "admin.admin_download": op(
             "Download a document of any transcription", errors=(400, 404),
-            description="TXT, Markdown and Word (`/download/txt|md|word|docx/{id}`), or "
-                        "subtitles from the transcript's timestamps (`/download/srt/{id}`, "
-                        "`/download/vtt/{id}`): 404 when the engine gave none (the remote "
-                        "service).",
-            response=attachment("text/plain", "text/markdown", DOCX, "application/x-subrip",
-                                "text/vtt", description="the document as an attachment")),
+            **download_document),
         "admin.list_logs": op(
             "Error logs, newest first", paginated=True,
             response=json_response(array(ref("ErrorLog")))),
