@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -109,7 +110,8 @@ def main() -> None:
     rows = [("base", 2, True, 0)] if args.quick else [
         (model, threads, vad, batch) for model in ("base", "tiny.en") for threads in (2, 1)
         for vad in (True, False) for batch in (0, BATCH_SIZE)]
-    print(f"{FIXTURE.name}: {len(reference.split())} words; int8, cpu, language en")
+    print(f"{FIXTURE.name}: {len(reference.split())} words; int8, cpu, language en; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'model':8} {'thr':>3} {'vad':>3} {'decoding':10} {'xRT':>6} {'WER':>6} "
           f"{'load s':>6} {'RSS loaded':>10} {'RSS peak':>9}")
     five_minute_rss = None
@@ -130,12 +132,13 @@ def main() -> None:
     long_file = long_audio(cache, 6)
     result = run_row({"audio": str(long_file), "model": "base", "threads": 2, "vad": True,
                       "batch": 0, "cache_dir": str(cache)})
-    wer = word_error_rate(reference * 6, result["text"])
+    wer = word_error_rate(" ".join([reference] * 6), result["text"])
     print(f"\n30-minute run (base, 2 threads, VAD on, sequential): "
           f"{result['duration'] / result['seconds']:.1f}x real time, WER {wer:.1%}, "
           f"peak RSS {result['rss_peak']:.0f} MB"
           + (f" vs {five_minute_rss:.0f} MB for 5 minutes "
-             f"(+{result['rss_peak'] - five_minute_rss:.0f} MB)" if five_minute_rss else ""))
+             f"(+{result['rss_peak'] - five_minute_rss:.0f} MB)" if five_minute_rss else "")
+          + f"; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
