@@ -25,6 +25,7 @@ from serializers import (admin_transcription, error_log, prompt, setting, transc
 from storage import remove_job_files, remove_legacy_documents
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
                              get_flag, get_setting, set_setting, validate_setting_value)
+import local_whisper
 from user_routes import MIME_TYPES, _document_kind, document_response
 from validation import bool_field, int_id, json_body, pagination, string_field, uuid_id
 
@@ -313,12 +314,29 @@ def system_info():
     model = get_setting(SETTING_PROOFREAD_MODEL) or config["PROOFREAD_MODEL"]
     return jsonify(
         transcribe_engine=config["TRANSCRIBE_ENGINE"],
+        transcribe_model=transcribe_model_info(config),
         proofreader_configured=bool(config["DEEPSEEK_BASE_URL"] and config["DEEPSEEK_API_KEY"]),
         proofreading_enabled=get_flag(SETTING_PROOFREADING_ENABLED, default=True),
         proofread_model=model,
         transcribing_allowed=get_flag(SETTING_TRANSCRIBING_ALLOWED, default=True),
         custom_reference_docx=db.session.get(AppAsset, REFERENCE_DOCX_ASSET) is not None,
     )
+
+
+def transcribe_model_info(config) -> dict:
+    """The model behind the engine, where it comes from, and (local) how it runs; cheap:
+    nothing is loaded or joined to answer."""
+    engine = config["TRANSCRIBE_ENGINE"]
+    if engine == "local":
+        return local_whisper.model_choice(config).describe()
+    unknown = {"device": None, "compute_type": None, "threads": None, "loaded": None}
+    if engine == "openai":
+        return {"model": config["OPENAI_TRANSCRIBE_MODEL"],
+                "model_source": "OpenAI-compatible service at "
+                                + (config["OPENAI_TRANSCRIBE_BASE_URL"] or "api.openai.com"),
+                **unknown}
+    return {"model": None, "model_source": "the private Whisper service (TRANSCRIBE_API_URL)",
+            **unknown}
 
 
 @bp.get("/reference-docx")

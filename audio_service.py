@@ -107,9 +107,17 @@ def _compact_codec() -> _Codec:
     raise AudioError("The server's FFmpeg has neither an Opus nor an MP3 encoder")
 
 
-def compact_extension() -> str:
-    """File extension of what `encode_compact` writes: ".ogg" (Opus) or ".mp3"."""
-    return _compact_codec().extension
+def compact_extension(lossless: bool = False) -> str:
+    """File extension of what `encode_compact` writes: ".ogg" (Opus) or ".mp3"; ".flac"
+    when `lossless`."""
+    return _LOSSLESS.extension if lossless else _compact_codec().extension
+
+
+# For the in-process engine nothing is uploaded, so size matters less than what Whisper hears:
+# re-encoding a lossy upload to 24 kbit/s Opus costs it words (on the Indonesian speech
+# fixture "Tuhan memberkati kita semua" became "tutan member kati kita sebuah"). FLAC at
+# 16 kHz mono is ~0.5 MB a minute, and cuts by stream copy like the compact codecs.
+_LOSSLESS = _Codec(".flac", "flac", ("-ac", "1", "-ar", "16000", "-c:a", "flac"))
 
 
 # --------------------------------------------------------------------------- running ffmpeg
@@ -389,9 +397,11 @@ def _write_output(args: list[str], timeout: float, src: StrPath, dst: StrPath) -
 
 
 def encode_compact(src: StrPath, dst: StrPath, start: float | None = None,
-                   end: float | None = None, *, timeout: float = LONG_TIMEOUT) -> None:
+                   end: float | None = None, *, lossless: bool = False,
+                   timeout: float = LONG_TIMEOUT) -> None:
     """Re-encode the first audio stream of `src` to 16 kHz mono in the compact codec
-    (see `compact_extension`), optionally keeping only [start, end) seconds.
+    (see `compact_extension`; FLAC when `lossless`), optionally keeping only [start, end)
+    seconds.
 
     `-ss` goes before `-i`: the demuxer jumps close to `start` instead of decoding everything
     before it (MP4/WebM/Ogg have an index or bisect; for MP3, FFmpeg scans frame headers
@@ -406,7 +416,7 @@ def encode_compact(src: StrPath, dst: StrPath, start: float | None = None,
         raise AudioError("The start time must not be negative")
     if end is not None and (not math.isfinite(end) or end <= (start or 0.0)):
         raise AudioError("The start time must be before the end time")
-    codec = _compact_codec()
+    codec = _LOSSLESS if lossless else _compact_codec()
     args = ["-loglevel", "warning", "-nostats"]
     if start:
         args += ["-ss", _seconds(start)]

@@ -84,7 +84,8 @@ _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     "MAX_AUDIO_SECONDS": (6 * 3600, lambda n, v: _parse_int(n, v, 1)),
     "MAX_DOWNLOAD_MB": (1024, lambda n, v: _parse_int(n, v, 1)),
     # Transcription
-    "TRANSCRIBE_ENGINE": ("remote", lambda n, v: v.strip().lower()),
+    # Unset: remote or openai when configured, else the embedded local engine (see below).
+    "TRANSCRIBE_ENGINE": (None, lambda n, v: v.strip().lower()),
     "TRANSCRIBE_API_URL": (None, lambda n, v: v.strip()),
     "GET_RESULT_TRANSCRIBE_API_URL": (None, lambda n, v: v.strip()),
     "TRANSCRIBE_API_KEY": (None, lambda n, v: v),
@@ -99,8 +100,14 @@ _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     "OPENAI_TRANSCRIBE_MODEL": ("whisper-1", lambda n, v: v.strip()),
     "TRANSCRIBE_CHUNK_SECONDS": (1200, lambda n, v: _parse_int(n, v, 10)),
     "TRANSCRIBE_CONCURRENCY": (4, lambda n, v: _parse_int(n, v, 1)),
-    "LOCAL_WHISPER_MODEL": ("small", lambda n, v: v.strip()),
-    "LOCAL_WHISPER_DEVICE": ("cpu", lambda n, v: v.strip()),
+    # Unset: Whisper base (multilingual) from the packages in requirements.txt.
+    "LOCAL_WHISPER_MODEL": ("", lambda n, v: v.strip()),
+    "LOCAL_WHISPER_DEVICE": ("cpu", lambda n, v: v.strip().lower()),
+    "LOCAL_WHISPER_COMPUTE_TYPE": ("", lambda n, v: v.strip().lower()),  # "": int8 on cpu
+    "LOCAL_WHISPER_THREADS": (0, lambda n, v: _parse_int(n, v, 0)),  # 0: every core
+    "LOCAL_WHISPER_VAD": (True, _parse_bool),
+    "LOCAL_WHISPER_BATCH_SIZE": (0, lambda n, v: _parse_int(n, v, 0)),  # 0: sequential
+    "LOCAL_WHISPER_CACHE_DIR": (str(BASE_DIR / "instance" / "models"), lambda n, v: v.strip()),
     # Proofreading
     "DEEPSEEK_BASE_URL": (None, lambda n, v: v.strip()),
     "DEEPSEEK_API_KEY": (None, lambda n, v: v),
@@ -132,6 +139,16 @@ def normalize_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg2://" + url[len(prefix):]
     return url
+
+
+def default_engine(config: dict[str, Any]) -> str:
+    """The engine when TRANSCRIBE_ENGINE is unset: the remote service or the OpenAI-compatible
+    one if its settings are there, else the embedded local engine (which needs nothing)."""
+    if config["TRANSCRIBE_API_URL"] and config["GET_RESULT_TRANSCRIBE_API_URL"]:
+        return "remote"
+    if config["OPENAI_TRANSCRIBE_BASE_URL"] or config["OPENAI_TRANSCRIBE_API_KEY"]:
+        return "openai"
+    return "local"
 
 
 def load_config(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -169,9 +186,14 @@ def load_config(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
         raise ConfigError("JWT_SECRET_KEY must be at least 32 bytes long in production")
     config["JWT_SECRET_KEY"] = secret
 
+    if not config["TRANSCRIBE_ENGINE"]:
+        config["TRANSCRIBE_ENGINE"] = default_engine(config)
     if config["TRANSCRIBE_ENGINE"] not in ("remote", "openai", "local"):
         raise ConfigError("TRANSCRIBE_ENGINE must be remote, openai or local, "
                           f"got {config['TRANSCRIBE_ENGINE']!r}")
+    if config["LOCAL_WHISPER_DEVICE"] not in ("cpu", "cuda", "auto"):
+        raise ConfigError("LOCAL_WHISPER_DEVICE must be cpu, cuda or auto, "
+                          f"got {config['LOCAL_WHISPER_DEVICE']!r}")
 
     config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
     config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}

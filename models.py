@@ -29,6 +29,9 @@ CANCELLED = "cancelled"  # new: a job the user stopped
 
 FINAL_STATUSES = frozenset({COMPLETED, ERROR, CANCELLED})
 DOCUMENT_KINDS = ("txt", "md", "docx")
+# The transcript's timed segments (JSON [[start, end, text], ...], seconds into the job's
+# audio) for engines that give them; SRT and VTT are made from it on download.
+SEGMENTS_KIND = "segments"
 
 
 def utcnow() -> datetime:
@@ -94,6 +97,7 @@ class Transcription(db.Model):
     progress_total: Mapped[int | None] = mapped_column(BigInteger)
     engine: Mapped[str | None] = mapped_column(String(16))
     proofread_note: Mapped[str | None] = mapped_column(Text)  # why the Markdown is unproofread
+    language: Mapped[str | None] = mapped_column(String(16))  # Whisper language code; None = detect
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))

@@ -98,7 +98,7 @@ PROGRESS = null(obj({
     "step": string(description="the running step, e.g. uploading, transcribing, proofreading"),
     "done": null(integer()),
     "total": null(integer()),
-    "unit": null(string(enum=["bytes", "chunks", "slices"])),
+    "unit": null(string(enum=["bytes", "chunks", "seconds", "slices"])),
 }, description="how far the current step is; null before the first step reports"))
 DOCUMENT_LINK = null(string(description=(
     "the download route once the document exists (truthy), else null; its last segment is "
@@ -184,6 +184,15 @@ def component_schemas() -> dict:
                                "message": string()}),
         "SystemInfo": obj({
             "transcribe_engine": string(description="remote, openai or local"),
+            "transcribe_model": obj({
+                "model": null(string(description="e.g. whisper-base (multilingual), whisper-1")),
+                "model_source": string(description="where the model comes from"),
+                "device": null(string(description="local: cpu, cuda or auto")),
+                "compute_type": null(string(description="local: e.g. int8, float16")),
+                "threads": null(integer(description="local: CPU threads per transcription")),
+                "loaded": null(boolean(description="local: this process has loaded the model "
+                                                   "(it loads on the first job)")),
+            }),
             "proofreader_configured": boolean(),
             "proofreading_enabled": boolean(),
             "proofread_model": string(),
@@ -241,8 +250,10 @@ PATH_PARAMETERS = {
     "transcription_id": (UUID, "a transcription id (UUID); anything else is a 400"),
     "user_id": (INT_ID, "a user id; anything but a whole number in range is a 400"),
     "setting_id": (INT_ID, "a setting id; anything but a whole number in range is a 400"),
-    "file_type": (string(enum=["txt", "md", "word", "docx"]),
-                  "`word` and `docx` are the same Word document; anything else is a 400"),
+    "file_type": (string(enum=["txt", "md", "word", "docx", "srt", "vtt"]),
+                  "`word` and `docx` are the same Word document; `srt` and `vtt` are subtitles "
+                  "timed against the source (a cut window's start is added back), 404 when the "
+                  "engine gave no timestamps; anything else is a 400"),
     "file_name": (string(), "any name; the document links end in the document's name "
                             "(clients show that last segment)"),
 }
@@ -320,6 +331,13 @@ def operations() -> dict[str, dict]:
                 response=json_response(ref("ActivePromptSet"))),
         }
 
+    download_document = dict(
+        description="TXT, Markdown and Word (`/download/txt|md|word|docx/{id}`), or "
+                    "subtitles from the transcript's timestamps (`/download/srt/{id}`, "
+                    "`/download/vtt/{id}`): 404 when the engine gave none (the remote service).",
+        response=attachment("text/plain", "text/markdown", DOCX, "application/x-subrip",
+                            "text/vtt", description="the document as an attachment"))
+
     return {
         # Auth -----------------------------------------------------------------------------
         "auth.login": op(
@@ -359,6 +377,10 @@ def operations() -> dict[str, dict]:
                     f"characters, at most MAX_UPLOAD_MB = {upload_mb} MB)")),
                 "start_time": time_field("00:01:00"),
                 "end_time": time_field("01:05:30"),
+                "language": string(maxLength=16, example="id", description=(
+                    "the spoken language as a Whisper (ISO 639-1) code; absent: the admin "
+                    "setting transcribe_language, or detection when unset; an unknown code "
+                    "is a 400 that lists the valid ones")),
             }},
             errors=(429, 507),
             extra_responses={503: {**error_response(503), "description": (
@@ -381,13 +403,10 @@ def operations() -> dict[str, dict]:
             response=json_response(ref("RetryResult"))),
         "user.download": op(
             "Download a document of the caller's transcription", errors=(400, 404),
-            response=attachment("text/plain", "text/markdown", DOCX,
-                                description="the document as an attachment")),
+            **download_document),
         "user.download_named": op(
             "Download a document of the caller's transcription (the link the lists give)",
-            errors=(400, 404),
-            response=attachment("text/plain", "text/markdown", DOCX,
-                                description="the document as an attachment")),
+            errors=(400, 404), **download_document),
         # Admin: users ---------------------------------------------------------------------
         "admin.list_users": op(
             "Every user with their transcription count", paginated=True,
@@ -424,13 +443,10 @@ def operations() -> dict[str, dict]:
             response=json_response(ref("Message"))),
         "admin.admin_download": op(
             "Download a document of any transcription", errors=(400, 404),
-            response=attachment("text/plain", "text/markdown", DOCX,
-                                description="the document as an attachment")),
+            **download_document),
         "admin.admin_download_named": op(
             "Download a document of any transcription, the name segment ignored",
-            errors=(400, 404),
-            response=attachment("text/plain", "text/markdown", DOCX,
-                                description="the document as an attachment")),
+            errors=(400, 404), **download_document),
         "admin.list_logs": op(
             "Error logs, newest first", paginated=ADMIN_PAGE_DEFAULT,
             response=json_response(array(ref("ErrorLog")))),
@@ -446,7 +462,8 @@ def operations() -> dict[str, dict]:
             "Create a setting", ok=201,
             description="Keys the service reads are checked: transcribing_allowed and "
                         "proofreading_enabled take \"true\"/\"false\", the active prompt keys "
-                        "an existing prompt id, proofread_model a model name.",
+                        "an existing prompt id, proofread_model a model name, "
+                        "transcribe_language a Whisper language code (empty: detect).",
             body=obj({
                 "setting_key": string(minLength=1, maxLength=MAX_SETTING_KEY),
                 "setting_value": nullable_text(MAX_SETTING_VALUE),

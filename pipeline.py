@@ -11,6 +11,7 @@ Durable and resumable:
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -41,8 +42,9 @@ from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
 from proofreading_service import ProofreadError, Proofreader, split_into_slices
 from storage import job_dir, remove_job_files
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
-                             get_flag, get_setting)
-from transcription_service import Cancelled, EngineJob, TranscriptionError, engine_from_config
+                             default_language, get_flag, get_setting)
+from transcription_service import (NO_SPEECH, Cancelled, EngineJob, TranscriptionError,
+                                   engine_from_config)
 from validation import storable_text
 
 log = logging.getLogger("ezra.pipeline")
@@ -479,8 +481,10 @@ class JobRun:
         return result.path, result.windowed
 
     def prepare(self, job: Transcription, source: Path, windowed: bool) -> Path:
-        """Check the audio, cut the window, re-encode compactly (16 kHz mono)."""
-        audio = job_dir(self.job_id) / f"audio{compact_extension()}"
+        """Check the audio, cut the window, re-encode compactly (16 kHz mono; lossless for
+        the in-process engine, which uploads nothing)."""
+        lossless = self.config["TRANSCRIBE_ENGINE"] == "local"
+        audio = job_dir(self.job_id) / f"audio{compact_extension(lossless)}"
         if audio.exists():
             return audio
         try:
@@ -506,7 +510,7 @@ class JobRun:
         limit = self.config["MAX_AUDIO_SECONDS"]
         bounded_end = (start or 0) + limit + 1 if end is None else min(end, (start or 0) + limit + 1)
         try:
-            encode_compact(source, partial, start, bounded_end)
+            encode_compact(source, partial, start, bounded_end, lossless=lossless)
             decoded = require_audio(partial)
         except AudioError as exc:
             raise StepFailure(self.step, str(exc)) from exc
@@ -527,28 +531,34 @@ class JobRun:
         if prompt is None:
             active = active_prompt(m.TranscribePrompt)
             prompt = active.prompt if active else ""
-        self.set_status(m.TRANSCRIBING, transcribe_prompt=prompt,
+        # The request's language, else the admin's default, else Whisper detects it.
+        language = job.language or default_language()
+        self.set_status(m.TRANSCRIBING, transcribe_prompt=prompt, language=language,
                         engine=self.config["TRANSCRIBE_ENGINE"])
         started = time.monotonic()
         try:
             engine = engine_from_config(self.config)
-            text = engine.transcribe(EngineJob(
+            transcript = engine.transcribe(EngineJob(
                 job_id=str(self.job_id), audio=audio, work_dir=audio.parent, prompt=prompt,
-                store=DbChunkStore(self, "transcribe", m.TRANSCRIBING)))
+                language=language, store=DbChunkStore(self, "transcribe", m.TRANSCRIBING)))
         except Cancelled:
             self.check()
             raise
         except TranscriptionError as exc:
             raise StepFailure("transcribe", str(exc), exc.detail, inference=True) from exc
         elapsed = int(round(time.monotonic() - started))
-        text = storable_text(text)
+        text = storable_text(transcript.text)
         if not text.strip():
             # Forget the empty answer, so that a retry asks the engine again.
             db.session.execute(delete(JobChunk).where(JobChunk.transcription_id == self.job_id,
                                                       JobChunk.stage == "transcribe"))
             db.session.commit()
-            raise StepFailure("transcribe", "The transcription came back empty: no speech was "
-                                            "recognised in the audio", inference=True)
+            raise StepFailure("transcribe", f"The transcription came back empty: {NO_SPEECH}",
+                              inference=True)
+        if transcript.segments is not None:  # before the txt, whose presence ends the step
+            segments = [(start, end, storable_text(words))
+                        for start, end, words in transcript.segments]
+            self.save_document(m.SEGMENTS_KIND, json.dumps(segments, ensure_ascii=False).encode())
         self.save_document("txt", text.encode())
         self.update(inference_duration=(job.inference_duration or 0) + elapsed)
         remove_job_files(self.job_id)  # the transcript is safe: scratch audio goes

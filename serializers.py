@@ -88,10 +88,12 @@ def user_transcription(row: Any) -> dict[str, Any]:
 
 
 def progress(t: Transcription) -> dict[str, Any] | None:
-    """The step and its units: bytes fetched, chunks transcribed, slices proofread."""
+    """The step and its units: bytes fetched, chunks (local engine: audio seconds)
+    transcribed, slices proofread."""
     if t.progress_step is None:
         return None
-    unit = {"uploading": "bytes", "transcribing": "chunks", "proofreading": "slices"}
+    unit = {"uploading": "bytes", "proofreading": "slices",
+            "transcribing": "seconds" if t.engine == "local" else "chunks"}
     return {"step": t.progress_step, "done": t.progress_done, "total": t.progress_total,
             "unit": unit.get(t.progress_step)}
 

@@ -6,14 +6,16 @@ import re
 from sqlalchemy import select
 
 from database import db
-from validation import MAX_INT_ID
+from languages import WHISPER_LANGUAGES, normalize_language, unknown_language_hint
 from scratch import MAX_RETENTION_HOURS, SETTING_SCRATCH_RETENTION_HOURS, parse_retention_hours
+from validation import MAX_INT_ID
 from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_PROMPT,
                     SETTING_TRANSCRIBING_ALLOWED, ProofreadPrompt, SystemSetting,
                     TranscribePrompt)
 
 SETTING_PROOFREADING_ENABLED = "proofreading_enabled"
 SETTING_PROOFREAD_MODEL = "proofread_model"
+SETTING_TRANSCRIBE_LANGUAGE = "transcribe_language"  # Whisper code; unset or "" = detect
 
 # Settings whose values the service parses: key -> check returning an error text or None.
 BOOLEAN_SETTINGS = (SETTING_TRANSCRIBING_ALLOWED, SETTING_PROOFREADING_ENABLED)
@@ -76,4 +78,14 @@ def validate_setting_value(key: str, value: str | None) -> str | None:
         return f"'{key}' must be a whole number of hours from 0 to {MAX_RETENTION_HOURS}"
     if key == SETTING_PROOFREAD_MODEL and not (value or "").strip():
         return f"'{key}' must name a model"
+    if key == SETTING_TRANSCRIBE_LANGUAGE:
+        language = normalize_language(value)
+        if language is not None and language not in WHISPER_LANGUAGES:
+            return f"'{key}' {unknown_language_hint(language)}"
     return None
+
+
+def default_language() -> str | None:
+    """The admins' transcription language (`transcribe_language`); None = detect it."""
+    language = normalize_language(get_setting(SETTING_TRANSCRIBE_LANGUAGE))
+    return language if language in WHISPER_LANGUAGES else None

@@ -3,10 +3,12 @@
 - `remote`: the deployments' private Whisper service (submit, then poll);
 - `openai`: any OpenAI-compatible `/v1/audio/transcriptions` (OpenAI, Groq, speaches,
   whisper.cpp server), the audio split at silences into chunks sent concurrently;
-- `local`: faster-whisper in-process, when installed (`pip install faster-whisper`).
+- `local`: faster-whisper in this process with the bundled Whisper base model (the embedded
+  default when neither of the others is configured; see local_whisper.py).
 
 Engines take a `ChunkStore` so that finished pieces survive a crash: a resumed job asks
-the store what is done and sends only the rest.
+the store what is done and sends only the rest. Engines that give timestamps (local, and
+openai where the provider answers `verbose_json`) return timed segments with the text.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from typing import Any, Callable, Protocol
 
 import requests
 
+import local_whisper
 from audio_service import compact_extension, cut_segment, detect_silences, plan_chunks, require_audio
 
 log = logging.getLogger("ezra.transcription")
@@ -58,12 +61,56 @@ class EngineJob:
     work_dir: Path  # scratch space for chunk files
     prompt: str | None
     store: ChunkStore
+    language: str | None = None  # ISO code; None = the engine detects it
+
+
+Segment = tuple[float, float, str]  # start and end (seconds into the audio), text
+
+
+@dataclass
+class Transcript:
+    text: str
+    segments: list[Segment] | None  # None: the engine gives no timestamps
 
 
 class Engine(Protocol):
     name: str
 
-    def transcribe(self, job: EngineJob) -> str: ...
+    def transcribe(self, job: EngineJob) -> Transcript: ...
+
+
+NO_SPEECH = "No speech was found in the audio"
+
+
+def chunk_result(text: str, segments: list[Segment] | None) -> str:
+    """What one finished chunk stores in job_chunks: its text and timed segments."""
+    return json.dumps({"text": text, "segments": None if segments is None else
+                       [[round(s, 3), round(e, 3), t] for s, e, t in segments]},
+                      ensure_ascii=False)
+
+
+def parse_chunk(stored: str) -> tuple[str, list[Segment] | None]:
+    """A stored chunk; chunks saved before segments were kept are plain text."""
+    try:
+        value = json.loads(stored)
+    except ValueError:
+        return stored, None
+    if not isinstance(value, dict) or "text" not in value:
+        return stored, None
+    segments = value.get("segments")
+    return value["text"], None if segments is None else [tuple(s) for s in segments]
+
+
+def join_chunks(stored: list[str]) -> Transcript:
+    """The transcript of chunks in order; segments only when every chunk has them.
+    No words at all is an error, never an empty document."""
+    parsed = [parse_chunk(chunk) for chunk in stored]
+    text = "\n\n".join(t for t, _ in parsed if t)
+    if not text.strip():
+        raise TranscriptionError(NO_SPEECH, "the engine returned no words")
+    if any(segments is None for _, segments in parsed):
+        return Transcript(text, None)
+    return Transcript(text, [segment for _, segments in parsed for segment in segments])
 
 
 def run_pending(count: int, work: Callable[[int], str], store: ChunkStore,
@@ -133,7 +180,10 @@ class RemoteWhisperEngine:
         self.forgotten_factor = forgotten_factor
         self.forgotten_margin_seconds = forgotten_margin_seconds
 
-    def transcribe(self, job: EngineJob) -> str:
+    def transcribe(self, job: EngineJob) -> Transcript:
+        return Transcript(self._text(job), None)  # the service gives no timestamps
+
+    def _text(self, job: EngineJob) -> str:
         done = job.store.done()
         if 0 in done:
             return done[0]
@@ -253,31 +303,71 @@ class OpenAIEngine:
         # 20 minutes of 16 kHz mono compact audio is ~5 MB, well under the 25 MB limit.
         self.chunk_seconds = min(chunk_seconds, 1200)
         self.concurrency = concurrency
+        self.verbose = True  # ask for timestamps until the provider refuses them
 
-    def transcribe(self, job: EngineJob) -> str:
+    def transcribe(self, job: EngineJob) -> Transcript:
         duration = require_audio(job.audio)
         plan = chunk_plan(duration, detect_silences(job.audio), self.chunk_seconds)
 
         def send(index: int) -> str:
             start, end = plan[index]
             if end - start < MIN_CHUNK_SECONDS:
-                return ""  # a sliver left at the end: nothing to hear, APIs reject it
+                return chunk_result("", [])  # a sliver left at the end: APIs reject it
             piece = job.work_dir / f"chunk-{index:04d}{compact_extension()}"
             cut_segment(job.audio, piece, start, end)
-            extra = {"prompt": job.prompt[:MAX_PROMPT_CHARS]} if job.prompt else {}
+            extra: dict[str, Any] = {}
+            if job.prompt:
+                extra["prompt"] = job.prompt[:MAX_PROMPT_CHARS]
+            if job.language:
+                extra["language"] = job.language
             try:
-                with open(piece, "rb") as fh:
-                    answer = self.client.audio.transcriptions.create(
-                        model=self.model, file=(piece.name, fh), **extra)
-            except Exception as exc:  # openai.APIError and network errors alike
-                raise TranscriptionError("The transcription service failed",
-                                         f"chunk {index}: {exc}") from exc
+                answer = self._request(piece, extra)
             finally:
                 piece.unlink(missing_ok=True)
-            return getattr(answer, "text", str(answer)).strip()
+            return chunk_result(getattr(answer, "text", str(answer)).strip(),
+                                _openai_segments(answer, start))
 
-        texts = run_pending(len(plan), send, job.store, self.concurrency, "transcribe")
-        return "\n\n".join(text for text in texts if text)
+        return join_chunks(run_pending(len(plan), send, job.store, self.concurrency,
+                                       "transcribe"))
+
+    def _request(self, piece: Path, extra: dict[str, Any]):
+        """Ask for `verbose_json` (timestamps); a provider that refuses that format is asked
+        again for plain JSON, and remembered for the rest of this engine's life."""
+        from openai import BadRequestError
+        try:
+            if self.verbose:
+                try:
+                    with open(piece, "rb") as fh:
+                        return self.client.audio.transcriptions.create(
+                            model=self.model, file=(piece.name, fh),
+                            response_format="verbose_json", **extra)
+                except BadRequestError as exc:
+                    if "response_format" not in str(exc) and "verbose_json" not in str(exc):
+                        raise
+                    log.info("the transcription provider refuses verbose_json: %s", exc)
+                    self.verbose = False
+            with open(piece, "rb") as fh:
+                return self.client.audio.transcriptions.create(
+                    model=self.model, file=(piece.name, fh), **extra)
+        except Exception as exc:  # openai.APIError and network errors alike
+            raise TranscriptionError("The transcription service failed",
+                                     f"{piece.name}: {exc}") from exc
+
+
+def _openai_segments(answer: Any, offset: float) -> list[Segment] | None:
+    """Timed segments of a verbose_json answer, shifted to the whole audio; None without."""
+    segments = getattr(answer, "segments", None)
+    if not segments:
+        return None if segments is None else []
+    timed = []
+    for segment in segments:
+        get = segment.get if isinstance(segment, dict) else (
+            lambda key, s=segment: getattr(s, key, None))
+        text = (get("text") or "").strip()
+        start, end = get("start"), get("end")
+        if text and isinstance(start, (int, float)) and isinstance(end, (int, float)):
+            timed.append((offset + float(start), offset + float(end), text))
+    return timed
 
 
 def chunk_plan(duration: float, silences: list[tuple[float, float]],
@@ -293,37 +383,71 @@ def chunk_plan(duration: float, silences: list[tuple[float, float]],
 
 
 class LocalWhisperEngine:
-    """faster-whisper in this process: no network, needs the optional extra and a model."""
+    """faster-whisper in this process: the model is loaded on the first job and shared.
+
+    The audio is cut at silences into chunks of at most LOCAL_CHUNK_SECONDS (a minute),
+    transcribed one after another; each finished chunk's segments are stored at once, so a killed job resumes
+    at its last finished chunk. Progress counts audio seconds."""
 
     name = "local"
 
-    def __init__(self, model_name: str, device: str):
-        try:
-            from faster_whisper import WhisperModel
-        except ImportError as exc:
-            raise TranscriptionError(
-                "The local transcription engine is not installed",
-                "pip install faster-whisper to use TRANSCRIBE_ENGINE=local") from exc
-        self.model = WhisperModel(model_name, device=device)
+    def __init__(self, choice: local_whisper.ModelChoice, chunk_seconds: int, vad: bool,
+                 batch_size: int = 0):
+        self.choice = choice
+        self.chunk_seconds = chunk_seconds
+        self.vad = vad
+        self.batch_size = batch_size
 
-    def transcribe(self, job: EngineJob) -> str:
-        done = job.store.done()
-        if 0 in done:
-            return done[0]
-        job.store.progress(0, 1)
-        segments, _info = self.model.transcribe(str(job.audio), initial_prompt=job.prompt or None)
-        parts = []
-        for segment in segments:  # a generator: decoding happens while we iterate
+    def transcribe(self, job: EngineJob) -> Transcript:
+        try:
+            model = local_whisper.load_model(self.choice)
+        except local_whisper.ModelError as exc:
+            raise TranscriptionError(str(exc)) from exc
+        duration = require_audio(job.audio)
+        plan = chunk_plan(duration, detect_silences(job.audio), self.chunk_seconds)
+        results = dict(job.store.done())
+        total = max(1, int(round(duration)))
+
+        def seconds_done(index: int, upto: float) -> int:
+            # finished chunks (some may be earlier ones re-done after a resume) plus this one
+            finished = sum(plan[i][1] - plan[i][0] for i in results if 0 <= i < len(plan))
+            return min(total, int(finished + max(0.0, upto - plan[index][0])))
+
+        for index, (start, end) in enumerate(plan):
+            if index in results:
+                continue
+            job.store.progress(seconds_done(index, start), total)
+
+            def on_segment(segment_end: float, index: int = index) -> None:
+                _check_stop(job.store)
+                job.store.progress(seconds_done(index, segment_end), total)
+
+            whole = len(plan) == 1
+            piece = job.audio if whole else job.work_dir / f"chunk-{index:04d}{job.audio.suffix}"
+            try:
+                if not whole:
+                    cut_segment(job.audio, piece, start, end)
+                segments = local_whisper.transcribe_file(
+                    model, piece, language=job.language, prompt=job.prompt, vad=self.vad,
+                    offset=start, batch_size=self.batch_size, duration=end - start,
+                    on_segment=on_segment)
+            except (Cancelled, TranscriptionError):
+                raise
+            except Exception as exc:  # a decoding failure inside faster-whisper or PyAV
+                raise TranscriptionError("The local transcription engine failed",
+                                         f"chunk {index}: {exc!r}") from exc
+            finally:
+                if not whole:
+                    piece.unlink(missing_ok=True)
+            results[index] = chunk_result(" ".join(t for _, _, t in segments), segments)
+            job.store.save(index, results[index])
             _check_stop(job.store)
-            parts.append(segment.text.strip())
-        text = " ".join(p for p in parts if p)
-        job.store.save(0, text)
-        job.store.progress(1, 1)
-        return text
+        job.store.progress(total, total)
+        return join_chunks([results[i] for i in range(len(plan))])
 
 
 def engine_from_config(config: dict[str, Any]) -> Engine:
-    name = config["TRANSCRIBE_ENGINE"]
+    name = config["TRANSCRIBE_ENGINE"]  # config.py resolved an unset one
     if name == "remote":
         if not (config["TRANSCRIBE_API_URL"] and config["GET_RESULT_TRANSCRIBE_API_URL"]):
             raise TranscriptionError("Transcription is not configured on this server",
@@ -343,4 +467,8 @@ def engine_from_config(config: dict[str, Any]) -> Engine:
                             config["OPENAI_TRANSCRIBE_MODEL"],
                             config["TRANSCRIBE_CHUNK_SECONDS"],
                             config["TRANSCRIBE_CONCURRENCY"])
-    return LocalWhisperEngine(config["LOCAL_WHISPER_MODEL"], config["LOCAL_WHISPER_DEVICE"])
+    return LocalWhisperEngine(local_whisper.model_choice(config),
+                              min(config["TRANSCRIBE_CHUNK_SECONDS"],
+                                  local_whisper.LOCAL_CHUNK_SECONDS),
+                              config["LOCAL_WHISPER_VAD"],
+                              config["LOCAL_WHISPER_BATCH_SIZE"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from pathlib import Path
 
@@ -13,11 +14,14 @@ import pipeline
 from body_limits import refuse_if_cut
 from database import db
 from errors import APIError
+from languages import WHISPER_LANGUAGES, normalize_language, unknown_language_hint
 from links import LinkError, parse_link
-from models import FINAL_STATUSES, SUBMITTED, Document, Transcription, User
+from models import FINAL_STATUSES, SEGMENTS_KIND, SUBMITTED, Document, Transcription, User
 from scratch import check_user_scratch
-from serializers import FILE_TYPES, LEGACY_PATH_COLUMN, document_file_name, transcription_page, user_transcription
+from serializers import (FILE_TYPES, LEGACY_PATH_COLUMN, document_file_name, transcription_page,
+                         user_transcription)
 from storage import legacy_document_path
+from subtitles import to_srt, to_vtt
 from system_settings import transcribing_allowed
 from validation import display_text, format_seconds, pagination, parse_timestamp, uuid_id
 
@@ -27,7 +31,10 @@ MIME_TYPES = {  # Werkzeug adds "; charset=utf-8" to text types itself
     "txt": "text/plain",
     "md": "text/markdown",
     "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "srt": "application/x-subrip; charset=utf-8",  # not text/*: Werkzeug adds no charset
+    "vtt": "text/vtt",
 }
+SUBTITLE_FORMATS = {"srt": to_srt, "vtt": to_vtt}
 MAX_FILENAME_LENGTH = 255
 
 
@@ -49,10 +56,13 @@ def process():
     if start is not None and end is not None and start >= end:
         raise APIError(400, f"'start_time' ({format_seconds(start)}) must be before "
                             f"'end_time' ({format_seconds(end)})")
+    language = normalize_language(form.get("language"))
+    if language is not None and language not in WHISPER_LANGUAGES:
+        raise APIError(400, f"'language' {unknown_language_hint(language)}")
     _check_unfinished_limit(current_user.id)
 
     job = Transcription(id=uuid.uuid4(), user_id=current_user.id, status=SUBMITTED,
-                        start_seconds=start, end_seconds=end)
+                        start_seconds=start, end_seconds=end, language=language)
     if link:
         allowed = current_app.config["ALLOWED_LINK_HOSTS"]
         try:
@@ -166,13 +176,17 @@ def download_named(file_type: str, transcription_id: str, file_name: str):
 
 
 def _document_kind(file_type: str) -> str:
+    if file_type in SUBTITLE_FORMATS:
+        return file_type
     if file_type not in FILE_TYPES:
-        raise APIError(400, "Unknown file type; use txt, md, word or docx")
+        raise APIError(400, "Unknown file type; use txt, md, word, docx, srt or vtt")
     return FILE_TYPES[file_type]
 
 
 def document_response(job: Transcription, kind: str) -> Response:
     """The stored document as an attachment; legacy rows serve their recorded disk file."""
+    if kind in SUBTITLE_FORMATS:
+        return subtitle_response(job, kind)
     name = document_file_name(job, kind)
     content = db.session.execute(select(Document.content).where(
         Document.transcription_id == job.id, Document.kind == kind)).scalar_one_or_none()
@@ -185,3 +199,22 @@ def document_response(job: Transcription, kind: str) -> Response:
         return send_file(legacy, mimetype=MIME_TYPES[kind], as_attachment=True,
                          download_name=name)
     raise APIError(404, f"The {kind} document of this transcription is not ready")
+
+
+def subtitle_response(job: Transcription, kind: str) -> Response:
+    """SRT or VTT made from the stored segments, timed against the source (a cut window's
+    start is added back)."""
+    segments = db.session.execute(select(Document.content).where(
+        Document.transcription_id == job.id,
+        Document.kind == SEGMENTS_KIND)).scalar_one_or_none()
+    if segments is None:
+        has_transcript = db.session.execute(select(Document.kind).where(
+            Document.transcription_id == job.id, Document.kind == "txt")).first() is not None
+        if has_transcript or job.txt_document_path:
+            raise APIError(404, f"This transcription has no timestamps: the engine that made it "
+                                f"({job.engine or 'an earlier version'}) gives none, so there are "
+                                f"no subtitles; TXT, Markdown and Word are available")
+        raise APIError(404, f"The {kind} subtitles of this transcription are not ready")
+    text = SUBTITLE_FORMATS[kind](json.loads(segments), offset=job.start_seconds or 0.0)
+    return send_file(io.BytesIO(text.encode()), mimetype=MIME_TYPES[kind], as_attachment=True,
+                     download_name=document_file_name(job, kind))

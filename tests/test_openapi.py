@@ -173,7 +173,8 @@ def test_request_bodies_and_formats_are_described(client, app):
     assert paths["/login"]["post"]["responses"]["401"]["content"]["application/json"] == {
         "schema": {"$ref": "#/components/schemas/LoginFailure"}}
     download = paths["/download/{file_type}/{transcription_id}"]["get"]["responses"]["200"]
-    assert set(download["content"]) == {"text/plain", "text/markdown", openapi.DOCX}
+    assert set(download["content"]) == {"text/plain", "text/markdown", openapi.DOCX,
+                                        "application/x-subrip", "text/vtt"}
     assert all(m["schema"] == {"type": "string", "format": "binary"}
                for m in download["content"].values())
 

