@@ -43,8 +43,7 @@ from proofreading_service import ProofreadError, Proofreader, split_into_slices
 from storage import job_dir, remove_job_files
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
                              default_language, get_flag, get_setting)
-from transcription_service import (NO_SPEECH, Cancelled, EngineJob, TranscriptionError,
-                                   engine_from_config)
+from transcription_service import Cancelled, EngineJob, TranscriptionError, engine_from_config
 from validation import storable_text
 
 log = logging.getLogger("ezra.pipeline")
@@ -553,7 +552,8 @@ class JobRun:
             db.session.execute(delete(JobChunk).where(JobChunk.transcription_id == self.job_id,
                                                       JobChunk.stage == "transcribe"))
             db.session.commit()
-            raise StepFailure("transcribe", f"The transcription came back empty: {NO_SPEECH}",
+            raise StepFailure("transcribe", "The transcription came back empty: no speech was "
+                              "found in the audio",
                               inference=True)
         if transcript.segments is not None:  # before the txt, whose presence ends the step
             segments = [(start, end, storable_text(words))
