@@ -75,6 +75,10 @@ _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     "JOB_LEASE_SECONDS": (120, lambda n, v: _parse_int(n, v, 10)),
     "JOB_RECOVERY_INTERVAL_SECONDS": (30, lambda n, v: _parse_int(n, v, 0)),
     "JOB_MAX_ATTEMPTS": (3, lambda n, v: _parse_int(n, v, 1)),
+    # Operations
+    "LOG_FORMAT": ("text", lambda n, v: v.strip().lower()),
+    # prometheus-client reads it itself; gunicorn.conf.py sets one when unset.
+    "PROMETHEUS_MULTIPROC_DIR": (None, lambda n, v: v.strip()),
     # Fetching
     "ALLOWED_LINK_HOSTS": (None, _parse_list),
     "ALLOW_PRIVATE_ADDRESSES": (False, _parse_bool),
@@ -167,6 +171,9 @@ def load_config(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
     if config["TRANSCRIBE_ENGINE"] not in ("remote", "openai", "local"):
         raise ConfigError("TRANSCRIBE_ENGINE must be remote, openai or local, "
                           f"got {config['TRANSCRIBE_ENGINE']!r}")
+
+    if config["LOG_FORMAT"] not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {config['LOG_FORMAT']!r}")
 
     config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
     config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}

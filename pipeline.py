@@ -34,6 +34,8 @@ from audio_service import AudioError, check_window, compact_extension, encode_co
 from database import db
 from errors import APIError
 from links import parse_link
+from logging_setup import request_id_var
+from metrics import observe_step
 from models import AppAsset, Document, ErrorLog, JobChunk, Transcription, as_utc, utcnow
 from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
 from proofreading_service import ProofreadError, Proofreader, split_into_slices
@@ -264,6 +266,9 @@ def run_job(job_id: uuid.UUID) -> None:
         return
     keeper = LeaseKeeper(app, job_id, owner)
     keeper.start()
+    # The runner logs (and writes error rows) under the id of the request that submitted it.
+    request_id_var.set(db.session.execute(select(Transcription.request_id).where(
+        Transcription.id == job_id)).scalar_one_or_none())
     try:
         JobRun(app, job_id, owner, keeper).run()
     except Exception:  # even recording the failure failed (database down): retried later
@@ -276,6 +281,7 @@ def run_job(job_id: uuid.UUID) -> None:
             log.warning("job=%s lease release failed", job_id, exc_info=True)
         finally:
             db.session.remove()
+            request_id_var.set(None)
 
 
 class DbChunkStore:
@@ -339,6 +345,7 @@ class JobRun:
         db.session.commit()
         log.info("job=%s step=%s status=%s previous_step_seconds=%.2f", self.job_id, self.step,
                  status, now - self.step_started)
+        observe_step(self.step, now - self.step_started)
         self.step, self.step_started = status, now
         if result.rowcount != 1:
             self.keeper.renew()  # finds out whether it was a cancel or a lost lease

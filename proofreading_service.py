@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from metrics import outside_call
 from transcription_service import ChunkStore, run_pending
 
 MAX_OUTPUT_TOKENS = 8192  # DeepSeek's chat models answer at most 8K tokens
@@ -92,9 +93,10 @@ class Proofreader:
             messages.append({"role": "system", "content": system_prompt})
         messages.append({"role": "user", "content": text})
         try:
-            response = self.client.chat.completions.create(
-                model=self.model, messages=messages, max_tokens=self.max_output_tokens,
-                temperature=0.2)
+            with outside_call("proofread"):
+                response = self.client.chat.completions.create(
+                    model=self.model, messages=messages, max_tokens=self.max_output_tokens,
+                    temperature=0.2)
         except Exception as exc:  # openai.APIError, after the client's own retries
             status = getattr(exc, "status_code", None)
             if status == 404 or "model_not_found" in str(exc):
