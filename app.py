@@ -12,8 +12,9 @@ from sqlalchemy import event, inspect, select
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import jobs
 import ops_routes
-import pipeline
+import pipeline  # noqa: F401 (registers the job handler)
 from auth import init_jwt
 from config import BASE_DIR, load_config
 from database import db, migrate
@@ -52,7 +53,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
     init_jwt(app)
     register_error_handlers(app)
-    pipeline.init_app(app)
+    jobs.init_app(app)
     ops_routes.init_app(app)
 
     from admin_routes import bp as admin_bp
