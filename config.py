@@ -70,9 +70,11 @@ _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     "LOGIN_LOCKOUT_SECONDS": (900, lambda n, v: _parse_int(n, v, 1)),
     "TRUSTED_PROXY_COUNT": (0, lambda n, v: _parse_int(n, v, 0)),
     "LIST_MAX_LIMIT": (1000, lambda n, v: _parse_int(n, v, 1)),
-    "EXECUTOR_MAX_WORKERS": (2, lambda n, v: _parse_int(n, v, 1)),
+    # Runner slots per process; 0 = a web-only process (jobs run in `flask worker` processes).
+    "EXECUTOR_MAX_WORKERS": (2, lambda n, v: _parse_int(n, v, 0)),
     "MAX_UNFINISHED_JOBS_PER_USER": (3, lambda n, v: _parse_int(n, v, 1)),
-    "JOB_LEASE_SECONDS": (120, lambda n, v: _parse_int(n, v, 10)),
+    "JOB_LEASE_SECONDS": (30, lambda n, v: _parse_int(n, v, 10)),
+    "JOB_POLL_SECONDS": (2.0, lambda n, v: _parse_float(n, v, 0.1)),
     "JOB_RECOVERY_INTERVAL_SECONDS": (30, lambda n, v: _parse_int(n, v, 0)),
     "JOB_MAX_ATTEMPTS": (3, lambda n, v: _parse_int(n, v, 1)),
     # Operations

@@ -35,6 +35,12 @@ def on_starting(server):
             os.remove(os.path.join(folder, name))
 
 
+def post_worker_init(worker):
+    # Runner slots start with the worker, not at its first request.
+    from jobs import start_runner
+    start_runner(worker.wsgi)
+
+
 def child_exit(server, worker):
     # A dead worker's live gauges (busy runner slots) stop counting.
     from prometheus_client import multiprocess

@@ -1,34 +1,48 @@
 """The job queue: runner slots, claims, leases, recovery. It knows no step: pipeline.py
 registers what running a job means (`set_job_handler`).
 
-- a job runs where it holds the lease (`lease_owner`, `lease_expires_at` on its row), which
-  a live runner renews every few seconds; a crashed runner's lease expires and the
-  recovery loop of any worker on any machine claims the job again;
-- an unfinished job handed back by an exiting process is claimable at once.
+Pull, not push: each process keeps EXECUTOR_MAX_WORKERS runner slots (threads of its
+Flask-Executor pool). A free slot claims the oldest claimable job in one statement
+(`FOR UPDATE SKIP LOCKED` on PostgreSQL), fair between users: jobs are ranked by their place in
+their user's own queue first, so one user's backlog never holds back another user's first job.
+Slots are woken at once by PostgreSQL `LISTEN/NOTIFY` when a job is submitted or handed back,
+and look every JOB_POLL_SECONDS anyway (missed notifications, expired leases, SQLite).
+
+A job runs where it holds the lease (`lease_owner` = host:pid:process-start.run,
+`lease_expires_at`), renewed several times a lease. A lease whose owner ran on this host in a
+process that no longer exists is taken at once (at start-up and every recovery pass); any
+other dead owner's lease expires after JOB_LEASE_SECONDS. An exiting process hands its
+unfinished jobs back with an already expired lease, so they are claimable at once.
 """
 from __future__ import annotations
 
 import logging
 import os
 import random
+import select as select_module
 import socket
 import threading
 import time
+import signal
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Callable
 
+import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 from flask_executor import Executor
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, text, update
 
 import models as m
 from database import db
 from logging_setup import request_id_var
+from metrics import BUSY_SLOTS, QUEUE_WAIT_SECONDS, SLOTS
 from models import Transcription, as_utc, utcnow
 
 log = logging.getLogger("ezra.jobs")
-executor = Executor()
+
+NOTIFY_CHANNEL = "ezra_jobs"
 
 # (app, job_id, lease owner, LeaseKeeper) -> None; set by pipeline.py.
 JobHandler = Callable[[Flask, uuid.UUID, str, "LeaseKeeper"], None]
@@ -49,39 +63,112 @@ def set_job_handler(handler: JobHandler) -> None:
 # Hand-off from the request ------------------------------------------------------------------
 
 def init_app(app: Flask) -> None:
-    app.config.setdefault("EXECUTOR_TYPE", "thread")
-    app.config.setdefault("EXECUTOR_PROPAGATE_EXCEPTIONS", False)
-    executor.init_app(app)
-    if app.config["PIPELINE_ENABLED"] and app.config["JOB_RECOVERY_INTERVAL_SECONDS"] > 0:
-        app.before_request(lambda: _ensure_recovery_thread(app))
-        _ensure_recovery_thread(app)
+    """Runner slots start in the processes that serve or work: at a gunicorn worker's start
+    (gunicorn.conf.py), in `flask worker`, or at the first request; never in other CLI
+    commands (`flask db upgrade` must not take jobs). None with EXECUTOR_MAX_WORKERS=0.
+
+    With JOB_RECOVERY_INTERVAL_SECONDS=0 (tests) they start only when this process accepts a
+    job, so a test app never takes another test's jobs."""
+    if runners_start_on_their_own(app):
+        app.before_request(lambda: start_runner(app))
+    app.cli.add_command(worker_command)
+
+
+def runners_start_on_their_own(app: Flask) -> bool:
+    return bool(app.config["PIPELINE_ENABLED"] and app.config["EXECUTOR_MAX_WORKERS"] > 0
+                and app.config["JOB_RECOVERY_INTERVAL_SECONDS"] > 0)
+
+
+def start_runner(app: Flask) -> None:
+    if runners_start_on_their_own(app):
+        runner_for(app).start()
 
 
 def enqueue(job_id: uuid.UUID) -> None:
-    if current_app.config["PIPELINE_ENABLED"]:
-        _submit(job_id)
-
-
-def _submit(job_id: uuid.UUID) -> None:
-    """Queue the job on Flask-Executor's pool with a fresh app context only.
-
-    `executor.submit` would copy the *request* context into the task: that fails outside a
-    request (the recovery loop) and would pin the request, with its upload, for the whole
-    job. So the pool Flask-Executor built (sized by EXECUTOR_MAX_WORKERS) is used directly.
-    """
+    """A job was submitted or handed back: wake a free slot here or anywhere."""
+    if not current_app.config["PIPELINE_ENABLED"]:
+        return
+    notify()
     app = current_app._get_current_object()
-    _queued.add(job_id)
+    if app.config["EXECUTOR_MAX_WORKERS"] > 0:
+        runner_for(app).start()
+        runner_for(app).wake.set()
 
-    def task() -> None:
-        with app.app_context():
-            run_job(job_id)
-    executor._self.submit(task)
+
+def notify() -> None:
+    """Wake the runner slots of every process (PostgreSQL; delivered when committed)."""
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+        db.session.commit()
 
 
 # Claiming, leases, recovery -------------------------------------------------------------------
 
-_queued: set[uuid.UUID] = set()  # ids waiting in this process's executor queue
-_recovery_threads: dict[int, threading.Thread] = {}
+def _process_start() -> str:
+    """When this process started (clock ticks since boot, from /proc): with the pid it names
+    the process even after the pid is reused."""
+    return _start_ticks(os.getpid()) or "0"
+
+
+def _start_ticks(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode(errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "?"
+    # Field 22 (starttime); the command name in parentheses may hold spaces.
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else "?"
+
+
+def new_owner() -> str:
+    """`host:pid:start.run`: the host and pid first (what operators and tools read), the
+    process start and a per-run token last."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start()}.{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead_here(owner: str) -> bool:
+    """The owner ran on this host in a process that no longer exists (False when unsure)."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # exists, another user's
+    recorded = parts[2].split(".", 1)[0] if "." in parts[2] else None
+    if recorded and recorded not in ("0", "?"):
+        started = _start_ticks(pid)
+        return started is None or (started != "?" and started != recorded)  # pid reused
+    return False
+
+
+def take_over_dead_owners() -> int:
+    """Expire the leases of this host's dead processes, so any slot claims their jobs now."""
+    now = utcnow()
+    rows = db.session.execute(select(Transcription.id, Transcription.lease_owner).where(
+        Transcription.status.not_in(m.FINAL_STATUSES),
+        Transcription.lease_owner.like(socket.gethostname() + ":%"),
+        Transcription.lease_expires_at >= now)).all()
+    db.session.commit()
+    taken = 0
+    for job_id, owner in rows:
+        if owner_is_dead_here(owner):
+            result = db.session.execute(
+                update(Transcription)
+                .where(Transcription.id == job_id, Transcription.lease_owner == owner)
+                .values(lease_expires_at=now).execution_options(synchronize_session=False))
+            db.session.commit()
+            if result.rowcount:
+                taken += 1
+                log.info("job=%s event=dead_owner owner=%s: its lease is expired now",
+                         job_id, owner)
+    return taken
 
 
 def _lease_seconds() -> int:
@@ -103,18 +190,61 @@ def _claim(job_id: uuid.UUID, owner: str) -> bool:
     return result.rowcount == 1
 
 
-def _release(job_id: uuid.UUID, owner: str) -> None:
+def _release(job_id: uuid.UUID, owner: str) -> bool:
+    """Give the lease up; True when an unfinished job was handed back."""
     # An unfinished job handed back (this process is exiting) gets an already expired lease,
     # so the recovery loop of any other worker claims it at once.
     # A hand-back is no interruption: the attempt it claimed is given back too.
     values: dict = {"lease_owner": None, "lease_expires_at": None}
     if _draining.is_set():
         values.update(lease_expires_at=utcnow(), attempts=Transcription.attempts - 1)
-    db.session.execute(update(Transcription)
-                       .where(Transcription.id == job_id, Transcription.lease_owner == owner)
-                       .values(**values)
-                       .execution_options(synchronize_session=False))
+    result = db.session.execute(
+        update(Transcription)
+        .where(Transcription.id == job_id, Transcription.lease_owner == owner)
+        .values(**values)
+        .execution_options(synchronize_session=False))
     db.session.commit()
+    return _draining.is_set() and result.rowcount == 1
+
+
+
+def _claimable(now: datetime):
+    return (Transcription.status.not_in(m.FINAL_STATUSES),
+            or_(Transcription.lease_expires_at.is_(None), Transcription.lease_expires_at < now))
+
+
+def claim_next(owner: str) -> uuid.UUID | None:
+    """Claim the next job in one statement: the earliest place in its user's own queue
+    first (fairness), then the oldest; rows another runner is claiming are skipped."""
+    now = utcnow()
+    unfinished = select(
+        Transcription.id.label("id"),
+        func.row_number().over(partition_by=Transcription.user_id,
+                               order_by=(Transcription.created_at, Transcription.id))
+        .label("place")).where(Transcription.status.not_in(m.FINAL_STATUSES)).subquery()
+    picked = (
+        select(Transcription.id)
+        .join(unfinished, unfinished.c.id == Transcription.id)
+        .where(*_claimable(now))
+        .order_by(unfinished.c.place, Transcription.created_at, Transcription.id)
+        .limit(1)
+        .with_for_update(of=Transcription, skip_locked=True)
+        .scalar_subquery())
+    row = db.session.execute(
+        update(Transcription)
+        .where(Transcription.id == picked, *_claimable(now))
+        # updated_at stays: it says since when the job waits (submitted, handed back, or
+        # the last renewal of a lease that then expired).
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=_lease_seconds()),
+                attempts=Transcription.attempts + 1, updated_at=Transcription.updated_at)
+        .returning(Transcription.id, Transcription.updated_at)
+        .execution_options(synchronize_session=False)).first()
+    db.session.commit()
+    if row is None:
+        return None
+    if row[1] is not None:
+        QUEUE_WAIT_SECONDS.observe(max((now - as_utc(row[1])).total_seconds(), 0.0))
+    return row[0]
 
 
 _draining = threading.Event()
@@ -141,7 +271,8 @@ class LeaseKeeper(threading.Thread):
         self.cancelled = threading.Event()
         self.lost = threading.Event()
         lease = app.config["JOB_LEASE_SECONDS"]
-        self.interval = max(0.2, min(lease / 3, 5.0))
+        # Renewed six times a lease: a slow database round-trip or two never loses it.
+        self.interval = max(0.2, min(lease / 6, 3.0))
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
@@ -169,77 +300,198 @@ class LeaseKeeper(threading.Thread):
         return self.cancelled.is_set() or self.lost.is_set() or _draining.is_set()
 
 
-def _ensure_recovery_thread(app: Flask) -> None:
-    # Keyed by pid: a thread started before gunicorn forks does not exist in the worker.
-    pid = os.getpid()
-    thread = _recovery_threads.get(pid)
-    if thread is None or not thread.is_alive():
-        thread = threading.Thread(target=_recovery_loop, args=(app,), name="job-recovery",
-                                  daemon=True)
-        _recovery_threads[pid] = thread
-        thread.start()
 
+# Runner slots -------------------------------------------------------------------------------
 
-def _recovery_loop(app: Flask) -> None:
-    interval = app.config["JOB_RECOVERY_INTERVAL_SECONDS"]
-    while True:
+class Runner:
+    """This process's runner slots for one app: a dispatcher thread that claims jobs while a
+    slot is free, a LISTEN thread that wakes it, and Flask-Executor's pool that runs them."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.slots = app.config["EXECUTOR_MAX_WORKERS"]
+        self.poll_seconds = app.config["JOB_POLL_SECONDS"]
+        self.recovery_seconds = app.config["JOB_RECOVERY_INTERVAL_SECONDS"]
+        # Flask-Executor's thread pool, one per app, EXECUTOR_MAX_WORKERS threads: the slots.
+        self.executor = Executor()
+        if self.slots > 0:
+            app.config["EXECUTOR_TYPE"] = "thread"
+            self.executor.init_app(app)
+        self.busy = 0
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopped = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.pid = os.getpid()
+
+    def start(self) -> None:
+        with self.lock:
+            if self.threads or self.slots == 0:
+                return
+            SLOTS.inc(self.slots)
+            self.threads.append(threading.Thread(target=self._dispatch, name="job-slots",
+                                                 daemon=True))
+            if self.app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+                self.threads.append(threading.Thread(target=self._listen, name="job-listen",
+                                                     daemon=True))
+            for thread in self.threads:
+                thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.wake.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+        if self.threads:
+            SLOTS.dec(self.slots)
+        self.threads = []
+
+    def free_slots(self) -> int:
+        with self.lock:
+            return self.slots - self.busy
+
+    def pump(self) -> int:
+        """Claim and start jobs while a slot is free; the number started."""
+        started = 0
+        while not (_draining.is_set() or self.stopped.is_set()):
+            with self.lock:
+                if self.busy >= self.slots:
+                    break
+                self.busy += 1  # reserved before the claim: never more claims than slots
+            owner = new_owner()
+            try:
+                job_id = claim_next(owner)
+            except Exception:
+                self._slot_done()
+                raise
+            if job_id is None:
+                self._slot_done(wake=False)
+                break
+            BUSY_SLOTS.inc()
+            self.executor._self.submit(self._run, job_id, owner)
+            started += 1
+        return started
+
+    def _slot_done(self, wake: bool = True) -> None:
+        with self.lock:
+            self.busy -= 1
+        if wake:
+            self.wake.set()
+
+    def _run(self, job_id: uuid.UUID, owner: str) -> None:
         try:
-            with app.app_context():
-                recover_jobs()
-        except Exception:
-            log.warning("job recovery pass failed", exc_info=True)
-        time.sleep(interval * random.uniform(0.8, 1.2))  # jitter spreads the workers
+            with self.app.app_context():
+                _run_claimed(self.app, job_id, owner)
+        finally:
+            BUSY_SLOTS.dec()
+            self._slot_done()
+
+    def _dispatch(self) -> None:
+        last_recovery = 0.0
+        while not self.stopped.is_set() and not _draining.is_set():
+            try:
+                with self.app.app_context():
+                    if time.monotonic() - last_recovery >= self.recovery_seconds:
+                        last_recovery = time.monotonic()
+                        take_over_dead_owners()
+                    self.pump()
+            except Exception:
+                log.warning("claiming jobs failed; trying again", exc_info=True)
+            # Jitter keeps many processes from polling in step.
+            self.wake.wait(self.poll_seconds * random.uniform(0.8, 1.2))
+            self.wake.clear()
+
+    def _listen(self) -> None:
+        """LISTEN on a connection of its own; every notification wakes the dispatcher."""
+        while not self.stopped.is_set():
+            connection = None
+            try:
+                with self.app.app_context():
+                    engine = db.engine
+                cargs, cparams = engine.dialect.create_connect_args(engine.url)
+                connection = engine.dialect.loaded_dbapi.connect(*cargs, **cparams)
+                connection.autocommit = True
+                connection.cursor().execute(f"LISTEN {NOTIFY_CHANNEL}")
+                self.wake.set()  # anything submitted while not listening
+                while not self.stopped.is_set():
+                    ready, _, _ = select_module.select([connection], [], [], 1.0)
+                    if ready:
+                        connection.poll()
+                        if connection.notifies:
+                            connection.notifies.clear()
+                            self.wake.set()
+            except Exception:
+                log.warning("LISTEN %s failed; polling every %ss until it is back",
+                            NOTIFY_CHANNEL, self.poll_seconds, exc_info=True)
+                self.stopped.wait(self.poll_seconds)
+            finally:
+                if connection is not None:
+                    try:
+                        connection.close()
+                    except Exception:
+                        pass
+
+
+def runner_for(app: Flask) -> Runner:
+    # Keyed by pid too: a runner made before a fork has no threads in the child.
+    runner = app.extensions.get("ezra_runner")
+    if runner is None or runner.pid != os.getpid():
+        runner = app.extensions["ezra_runner"] = Runner(app)
+    return runner
+
+
+def stop_runner(app: Flask) -> None:
+    runner = app.extensions.pop("ezra_runner", None)
+    if runner is not None:
+        runner.stop()
 
 
 def recover_jobs() -> int:
-    """Queue every unfinished job that nobody holds; the claim decides who runs it."""
-    now = utcnow()
-    grace = now - timedelta(seconds=_lease_seconds())
-    ids = db.session.execute(
-        select(Transcription.id).where(
-            Transcription.status.not_in(m.FINAL_STATUSES),
-            or_(Transcription.lease_expires_at < now,
-                # never claimed: give the process that accepted it time to start it
-                (Transcription.lease_expires_at.is_(None)) & (Transcription.updated_at < grace)))
-        .order_by(Transcription.created_at).limit(100)).scalars().all()
-    db.session.commit()
-    queued = 0
-    for job_id in ids:
-        if job_id not in _queued:
-            _submit(job_id)
-            queued += 1
-    if queued:
-        log.info("event=recovered jobs=%d", queued)
-    return queued
+    """One recovery pass now: take over dead owners' leases on this host, then fill this
+    process's free slots; the number of jobs started."""
+    app = current_app._get_current_object()
+    take_over_dead_owners()
+    if app.config["EXECUTOR_MAX_WORKERS"] == 0:
+        return 0
+    started = runner_for(app).pump()
+    if started:
+        log.info("event=recovered jobs=%d", started)
+    return started
 
 
 # Running a job ------------------------------------------------------------------------------
 
 def run_job(job_id: uuid.UUID) -> None:
-    _queued.discard(job_id)
+    """Claim this one job and run it in the calling thread (tests, scripts, Celery tasks)."""
     if _draining.is_set():
         return  # this process is exiting: another worker will claim the job
     app = current_app._get_current_object()
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = new_owner()
     try:
         if not _claim(job_id, owner):
             return
     except Exception:
         log.warning("job=%s claim failed", job_id, exc_info=True)
         return
+    _run_claimed(app, job_id, owner)
+
+
+def _run_claimed(app: Flask, job_id: uuid.UUID, owner: str) -> None:
     keeper = LeaseKeeper(app, job_id, owner)
     keeper.start()
-    # The runner logs (and writes error rows) under the id of the request that submitted it.
-    request_id_var.set(db.session.execute(select(Transcription.request_id).where(
-        Transcription.id == job_id)).scalar_one_or_none())
     try:
+        # The runner logs (and writes error rows) under the id of the request that submitted it.
+        request_id_var.set(db.session.execute(select(Transcription.request_id).where(
+            Transcription.id == job_id)).scalar_one_or_none())
         _job_handler(app, job_id, owner, keeper)
     except Exception:  # even recording the failure failed (database down): retried later
         log.exception("job=%s runner crashed; the lease will expire and it resumes", job_id)
     finally:
         keeper.stopped.set()
         try:
-            _release(job_id, owner)
+            handed_back = _release(job_id, owner)
+            if handed_back:
+                notify()  # another process's free slot takes it at once
         except Exception:
             log.warning("job=%s lease release failed", job_id, exc_info=True)
         finally:
@@ -250,3 +502,32 @@ def run_job(job_id: uuid.UUID) -> None:
 def _lease_held(job: Transcription) -> bool:
     """A runner holds the job right now (its lease has not expired)."""
     return job.lease_expires_at is not None and as_utc(job.lease_expires_at) > utcnow()
+
+
+# `flask --app app worker`: runner slots and no HTTP ----------------------------------------
+
+@click.command("worker")
+@click.option("--drain-seconds", default=60.0, show_default=True,
+              help="On SIGTERM, how long running jobs get to reach a checkpoint and hand back.")
+@with_appcontext
+def worker_command(drain_seconds: float) -> None:
+    """Run EXECUTOR_MAX_WORKERS runner slots (no HTTP) until SIGTERM or Ctrl-C."""
+    app = current_app._get_current_object()
+    slots = app.config["EXECUTOR_MAX_WORKERS"]
+    if slots == 0:
+        raise click.UsageError("EXECUTOR_MAX_WORKERS=0 leaves a worker no slot; set it to 1 "
+                               "or more for worker processes")
+    runner = runner_for(app)
+    runner.start()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    log.info("event=worker_started pid=%s slots=%d", os.getpid(), slots)
+    while not stop.wait(1.0):
+        pass
+    _drain()  # running jobs stop at their next checkpoint and hand back
+    deadline = time.monotonic() + drain_seconds
+    while runner.free_slots() < slots and time.monotonic() < deadline:
+        time.sleep(0.1)
+    runner.stop()
+    log.info("event=worker_stopped pid=%s", os.getpid())

@@ -2,6 +2,7 @@
 name only settings the code knows, so a typo cannot hide there."""
 from __future__ import annotations
 
+import configparser
 import re
 
 import yaml
@@ -9,7 +10,7 @@ import yaml
 import config
 from conftest import ROOT
 
-APP_SERVICES = ("web",)  # the services running this code (same image, same variables)
+APP_SERVICES = ("web", "worker")  # the services running this code (same image, same variables)
 
 
 def compose() -> dict:
@@ -23,7 +24,9 @@ def readme_variables() -> set[str]:
 
 def test_compose_environment_names_are_configuration_variables():
     services = compose()["services"]
-    assert {"db", "web", "nginx"} <= set(services)
+    assert {"db", "web", "worker", "nginx"} <= set(services)
+    assert services["web"]["environment"]["EXECUTOR_MAX_WORKERS"] == "0"
+    assert services["worker"]["command"] == ["flask", "--app", "app", "worker"]
     for name in APP_SERVICES:
         environment = services[name]["environment"]
         unknown = set(environment) - set(config._VARIABLES)
@@ -62,3 +65,22 @@ def test_gunicorn_conf_loads_and_keeps_the_documented_settings():
     assert namespace["timeout"] == 120
     assert namespace["max_requests"] == 2000 and namespace["max_requests_jitter"] == 200
     assert not namespace.get("preload_app")  # each worker starts its own job runners
+
+
+def unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str
+    parser.read(ROOT / "deploy" / name)
+    return parser
+
+
+def test_systemd_units_run_web_and_workers_apart():
+    web, worker = unit("ezra-web.service"), unit("ezra-worker@.service")
+    for parser in (web, worker):
+        for line in parser["Service"]["Environment"].split("\n"):
+            name = line.split("=", 1)[0]
+            assert name in config._VARIABLES, name
+    assert web["Service"]["Environment"] == "EXECUTOR_MAX_WORKERS=0"
+    assert "gunicorn -c gunicorn.conf.py wsgi:app" in web["Service"]["ExecStart"]
+    assert "flask --app app worker" in worker["Service"]["ExecStart"]
+    assert worker["Service"]["KillSignal"] == "SIGTERM"
