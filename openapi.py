@@ -277,7 +277,7 @@ def op(summary: str, *, ok: int = 200, response: dict, errors: tuple[int, ...] =
 
 
 def operations() -> dict[str, dict]:
-    from user_routes import MAX_FILENAME_LENGTH
+    from submission_service import MAX_FILENAME_LENGTH
 
     config = current_app.config
     password_min = config["PASSWORD_MIN_LENGTH"]

@@ -2,23 +2,20 @@
 from __future__ import annotations
 
 import io
-import uuid
-from pathlib import Path
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, request, send_file
 from flask_jwt_extended import current_user, jwt_required
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 import pipeline
+import submission_service
 from database import db
 from errors import APIError
-from links import LinkError, parse_link
-from models import FINAL_STATUSES, SUBMITTED, Document, Transcription, User
+from models import Document, Transcription
 from pandoc_service import safe_download_name
 from serializers import FILE_TYPES, LEGACY_PATH_COLUMN, transcription_page, user_transcription
 from storage import legacy_document_path
-from system_settings import transcribing_allowed
-from validation import display_text, format_seconds, pagination, parse_timestamp, uuid_id
+from validation import format_seconds, pagination, parse_timestamp, uuid_id
 
 bp = Blueprint("user", __name__)
 
@@ -27,15 +24,12 @@ MIME_TYPES = {
     "md": "text/markdown; charset=utf-8",
     "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
 }
-MAX_FILENAME_LENGTH = 255
 
 
 @bp.post("/process")
 @jwt_required()
 def process():
-    if not transcribing_allowed():
-        raise APIError(503, "New transcriptions are paused by the administrators; "
-                            "please try again later")
+    submission_service.ensure_accepting()
     form = request.form
     link = (form.get("drive_link") or "").strip()
     upload = request.files.get("file")
@@ -48,44 +42,10 @@ def process():
     if start is not None and end is not None and start >= end:
         raise APIError(400, f"'start_time' ({format_seconds(start)}) must be before "
                             f"'end_time' ({format_seconds(end)})")
-    _check_unfinished_limit(current_user.id)
-
-    job = Transcription(id=uuid.uuid4(), user_id=current_user.id, status=SUBMITTED,
-                        start_seconds=start, end_seconds=end)
-    if link:
-        allowed = current_app.config["ALLOWED_LINK_HOSTS"]
-        try:
-            source = parse_link(link, frozenset(allowed) if allowed else None)
-        except LinkError as exc:
-            raise APIError(400, str(exc)) from None
-        job.google_drive_url = link
-        job.source_type = source.kind
-    else:
-        if len(upload.filename) > MAX_FILENAME_LENGTH:
-            raise APIError(400, f"The file name is longer than {MAX_FILENAME_LENGTH} characters")
-        job.source_type = "upload"
-        stem = Path(upload.filename.replace("\\", "/")).stem
-        job.audio_file_name = display_text(stem, 200) or "upload"
-        pipeline.accept_upload(job, upload)
-
-    db.session.add(job)
-    db.session.commit()
-    pipeline.enqueue(job.id)
-    return jsonify(message="Transcription request is submitted", transcription_id=str(job.id))
-
-
-def _check_unfinished_limit(user_id: int) -> None:
-    """Count the user's unfinished jobs under a lock on their row, so concurrent submissions
-    of one user queue here and the limit holds (the lock lasts until the job is committed)."""
-    limit = current_app.config["MAX_UNFINISHED_JOBS_PER_USER"]
-    db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
-    unfinished = db.session.execute(
-        select(func.count()).select_from(Transcription).where(
-            Transcription.user_id == user_id,
-            Transcription.status.not_in(FINAL_STATUSES))).scalar_one()
-    if unfinished >= limit:
-        raise APIError(429, f"You already have {unfinished} transcriptions in progress; "
-                            f"wait for one to finish (limit {limit})", {"Retry-After": "60"})
+    job_id = submission_service.submit(current_user.id, link=link or None,
+                                       upload=upload if has_upload else None,
+                                       start=start, end=end)
+    return jsonify(message="Transcription request is submitted", transcription_id=str(job_id))
 
 
 @bp.get("/transcriptions")
@@ -117,7 +77,7 @@ def cancel_transcription(transcription_id: str):
 @jwt_required()
 def retry_transcription(transcription_id: str):
     job = _own_transcription(transcription_id)
-    _check_unfinished_limit(current_user.id)
+    submission_service.check_unfinished_limit(current_user.id)
     pipeline.retry(job)
     return jsonify(message="Transcription resumed", transcription_id=str(job.id), status=job.status)
 
