@@ -75,6 +75,9 @@ _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     "MAX_UNFINISHED_JOBS_PER_USER": (3, lambda n, v: _parse_int(n, v, 1)),
     "JOB_LEASE_SECONDS": (30, lambda n, v: _parse_int(n, v, 10)),
     "JOB_POLL_SECONDS": (2.0, lambda n, v: _parse_float(n, v, 0.1)),
+    # local: runner slots in this service's processes; celery: `celery -A celery_app worker`
+    "JOB_QUEUE": ("local", lambda n, v: v.strip().lower()),
+    "CELERY_BROKER_URL": ("redis://127.0.0.1:6379/0", lambda n, v: v.strip()),
     "JOB_RECOVERY_INTERVAL_SECONDS": (30, lambda n, v: _parse_int(n, v, 0)),
     "JOB_MAX_ATTEMPTS": (3, lambda n, v: _parse_int(n, v, 1)),
     # Operations
@@ -174,6 +177,8 @@ def load_config(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
         raise ConfigError("TRANSCRIBE_ENGINE must be remote, openai or local, "
                           f"got {config['TRANSCRIBE_ENGINE']!r}")
 
+    if config["JOB_QUEUE"] not in ("local", "celery"):
+        raise ConfigError(f"JOB_QUEUE must be local or celery, got {config['JOB_QUEUE']!r}")
     if config["LOG_FORMAT"] not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT must be text or json, got {config['LOG_FORMAT']!r}")
 

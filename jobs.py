@@ -43,6 +43,9 @@ from models import Transcription, as_utc, utcnow
 log = logging.getLogger("ezra.jobs")
 
 NOTIFY_CHANNEL = "ezra_jobs"
+# JOB_QUEUE=celery: the lease a job holds while its id waits in Celery's queue; the task's
+# claim takes it over, and when it expires (a lost message) the job is sent again.
+QUEUED_OWNER = "queued:celery"
 
 # (app, job_id, lease owner, LeaseKeeper) -> None; set by pipeline.py.
 JobHandler = Callable[[Flask, uuid.UUID, str, "LeaseKeeper"], None]
@@ -75,8 +78,13 @@ def init_app(app: Flask) -> None:
 
 
 def runners_start_on_their_own(app: Flask) -> bool:
-    return bool(app.config["PIPELINE_ENABLED"] and app.config["EXECUTOR_MAX_WORKERS"] > 0
+    return bool(app.config["PIPELINE_ENABLED"] and _has_slots(app)
                 and app.config["JOB_RECOVERY_INTERVAL_SECONDS"] > 0)
+
+
+def _has_slots(app: Flask) -> bool:
+    # With Celery, every web process keeps one "slot" that sends claimable jobs to Celery.
+    return app.config["JOB_QUEUE"] == "celery" or app.config["EXECUTOR_MAX_WORKERS"] > 0
 
 
 def start_runner(app: Flask) -> None:
@@ -90,7 +98,7 @@ def enqueue(job_id: uuid.UUID) -> None:
         return
     notify()
     app = current_app._get_current_object()
-    if app.config["EXECUTOR_MAX_WORKERS"] > 0:
+    if _has_slots(app):
         runner_for(app).start()
         runner_for(app).wake.set()
 
@@ -182,7 +190,8 @@ def _claim(job_id: uuid.UUID, owner: str) -> bool:
         .where(Transcription.id == job_id,
                Transcription.status.not_in(m.FINAL_STATUSES),
                or_(Transcription.lease_expires_at.is_(None),
-                   Transcription.lease_expires_at < now))
+                   Transcription.lease_expires_at < now,
+                   Transcription.lease_owner == QUEUED_OWNER))
         .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=_lease_seconds()),
                 attempts=Transcription.attempts + 1)
         .execution_options(synchronize_session=False))
@@ -213,9 +222,10 @@ def _claimable(now: datetime):
             or_(Transcription.lease_expires_at.is_(None), Transcription.lease_expires_at < now))
 
 
-def claim_next(owner: str) -> uuid.UUID | None:
+def claim_next(owner: str, count_attempt: bool = True) -> uuid.UUID | None:
     """Claim the next job in one statement: the earliest place in its user's own queue
-    first (fairness), then the oldest; rows another runner is claiming are skipped."""
+    first (fairness), then the oldest; rows another runner is claiming are skipped.
+    `count_attempt=False` when the claim only hands the job to Celery (QUEUED_OWNER)."""
     now = utcnow()
     unfinished = select(
         Transcription.id.label("id"),
@@ -236,7 +246,8 @@ def claim_next(owner: str) -> uuid.UUID | None:
         # updated_at stays: it says since when the job waits (submitted, handed back, or
         # the last renewal of a lease that then expired).
         .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=_lease_seconds()),
-                attempts=Transcription.attempts + 1, updated_at=Transcription.updated_at)
+                attempts=Transcription.attempts + (1 if count_attempt else 0),
+                updated_at=Transcription.updated_at)
         .returning(Transcription.id, Transcription.updated_at)
         .execution_options(synchronize_session=False)).first()
     db.session.commit()
@@ -309,7 +320,8 @@ class Runner:
 
     def __init__(self, app: Flask):
         self.app = app
-        self.slots = app.config["EXECUTOR_MAX_WORKERS"]
+        self.celery = app.config["JOB_QUEUE"] == "celery"
+        self.slots = 0 if self.celery else app.config["EXECUTOR_MAX_WORKERS"]
         self.poll_seconds = app.config["JOB_POLL_SECONDS"]
         self.recovery_seconds = app.config["JOB_RECOVERY_INTERVAL_SECONDS"]
         # Flask-Executor's thread pool, one per app, EXECUTOR_MAX_WORKERS threads: the slots.
@@ -326,7 +338,7 @@ class Runner:
 
     def start(self) -> None:
         with self.lock:
-            if self.threads or self.slots == 0:
+            if self.threads or (self.slots == 0 and not self.celery):
                 return
             SLOTS.inc(self.slots)
             self.threads.append(threading.Thread(target=self._dispatch, name="job-slots",
@@ -352,6 +364,8 @@ class Runner:
 
     def pump(self) -> int:
         """Claim and start jobs while a slot is free; the number started."""
+        if self.celery:
+            return send_to_celery(self.app)
         started = 0
         while not (_draining.is_set() or self.stopped.is_set()):
             with self.lock:
@@ -446,12 +460,23 @@ def stop_runner(app: Flask) -> None:
         runner.stop()
 
 
+def send_to_celery(app: Flask) -> int:
+    """Hand every claimable job to Celery (JOB_QUEUE=celery); the number sent. The queued
+    lease makes each job go out once, until it expires unclaimed (a lost message)."""
+    from celery_app import send_job
+    sent = 0
+    while sent < 100 and (job_id := claim_next(QUEUED_OWNER, count_attempt=False)):
+        send_job(app, job_id)
+        sent += 1
+    return sent
+
+
 def recover_jobs() -> int:
     """One recovery pass now: take over dead owners' leases on this host, then fill this
-    process's free slots; the number of jobs started."""
+    process's free slots (or send to Celery); the number of jobs started or sent."""
     app = current_app._get_current_object()
     take_over_dead_owners()
-    if app.config["EXECUTOR_MAX_WORKERS"] == 0:
+    if not _has_slots(app):
         return 0
     started = runner_for(app).pump()
     if started:

@@ -235,8 +235,9 @@ class JobRun:
         if job.source_type == "upload":
             source = folder / UPLOAD_NAME
             if not source.exists():
-                raise StepFailure("fetch", "The uploaded file is no longer on this server; "
-                                           "please upload it again")
+                raise StepFailure("fetch", "The uploaded file is not visible to the worker "
+                                           "running this job (deleted, or STORAGE_DIR is not "
+                                           "shared with it); please upload it again")
             return source, False
         done = [p for p in folder.glob("source.*") if p.suffix not in (".part", ".ytdl")]
         if done:  # fetched before the interruption

@@ -24,7 +24,7 @@ def readme_variables() -> set[str]:
 
 def test_compose_environment_names_are_configuration_variables():
     services = compose()["services"]
-    assert {"db", "web", "worker", "nginx"} <= set(services)
+    assert {"db", "redis", "web", "worker", "nginx"} <= set(services)
     assert services["web"]["environment"]["EXECUTOR_MAX_WORKERS"] == "0"
     assert services["worker"]["command"] == ["flask", "--app", "app", "worker"]
     for name in APP_SERVICES:
