@@ -253,9 +253,19 @@ def claim_next(owner: str, count_attempt: bool = True) -> uuid.UUID | None:
     db.session.commit()
     if row is None:
         return None
-    if row[1] is not None:
+    if row[1] is not None and count_attempt:  # a runner starts it (not: sent to Celery)
         QUEUE_WAIT_SECONDS.observe(max((now - as_utc(row[1])).total_seconds(), 0.0))
     return row[0]
+
+
+def _hand_back(job_id: uuid.UUID, owner: str) -> None:
+    """A claimed job that never started: claimable again at once, the attempt given back."""
+    db.session.execute(update(Transcription)
+                       .where(Transcription.id == job_id, Transcription.lease_owner == owner)
+                       .values(lease_owner=None, lease_expires_at=utcnow(),
+                               attempts=Transcription.attempts - 1)
+                       .execution_options(synchronize_session=False))
+    db.session.commit()
 
 
 _draining = threading.Event()
@@ -309,7 +319,6 @@ class LeaseKeeper(threading.Thread):
 
     def should_stop(self) -> bool:
         return self.cancelled.is_set() or self.lost.is_set() or _draining.is_set()
-
 
 
 # Runner slots -------------------------------------------------------------------------------
@@ -382,7 +391,13 @@ class Runner:
                 self._slot_done(wake=False)
                 break
             BUSY_SLOTS.inc()
-            self.executor._self.submit(self._run, job_id, owner)
+            try:
+                self.executor._self.submit(self._run, job_id, owner)
+            except RuntimeError:  # the pool is shutting down (interpreter exit): give it back
+                BUSY_SLOTS.dec()
+                self._slot_done(wake=False)
+                _hand_back(job_id, owner)
+                raise
             started += 1
         return started
 

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -43,7 +42,7 @@ def gunicorn_server(tmp_path):
         try:
             if requests.get(base + "/healthz", timeout=2).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or still loading the app
             time.sleep(0.2)
     else:
         process.kill()
