@@ -14,5 +14,4 @@ COPY --chown=ezra . .
 USER ezra
 EXPOSE 8000
 # Run `flask --app app db upgrade` once per release (e.g. a one-off container) before this.
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", \
-     "--timeout", "120", "--max-requests", "2000", "--max-requests-jitter", "200", "wsgi:app"]
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "--bind", "0.0.0.0:8000", "wsgi:app"]

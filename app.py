@@ -14,14 +14,17 @@ from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import body_limits
+import jobs
 import login_throttle
-import pipeline
+import ops_routes
+import pipeline  # noqa: F401 (registers the job handler)
 import scratch
 import security_headers
 from auth import init_jwt
 from config import BASE_DIR, load_config
 from database import db, migrate
 from errors import register_error_handlers
+from logging_setup import configure_logging, init_request_id
 from models import User
 from password import hash_password
 from storage import upload_tmp_dir
@@ -45,7 +48,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(load_config(test_config))
     app.config.setdefault("PIPELINE_ENABLED", True)
     app.json.sort_keys = False
-    _configure_logging(app)
+    configure_logging(app.config["LOG_FORMAT"])
+    init_request_id(app)  # first, so every later hook and log line has the id
 
     if app.config.get("TRUSTED_PROXY_COUNT"):
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXY_COUNT"],
@@ -58,8 +62,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     body_limits.init_app(app)
     security_headers.init_app(app)
-    pipeline.init_app(app)
+    jobs.init_app(app)
     scratch.init_app(app)
+    ops_routes.init_app(app)
 
     from admin_routes import bp as admin_bp
     from auth_routes import bp as auth_bp
@@ -69,6 +74,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(user_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(openapi_bp)
+    app.register_blueprint(ops_routes.bp)
 
     app.cli.add_command(create_admin_command)
     if app.config["EMBEDDED_DATABASE"] and not app.testing:
@@ -84,12 +90,6 @@ def _remove_session_quietly(_exc: BaseException | None) -> None:
         db.session.remove()
     except Exception:
         log.warning("closing the database session failed", exc_info=True)
-
-
-def _configure_logging(app: Flask) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 @event.listens_for(Engine, "connect")

@@ -70,12 +70,21 @@ _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     "LOGIN_LOCKOUT_SECONDS": (900, lambda n, v: _parse_int(n, v, 1)),
     "TRUSTED_PROXY_COUNT": (0, lambda n, v: _parse_int(n, v, 0)),
     "LIST_MAX_LIMIT": (1000, lambda n, v: _parse_int(n, v, 1)),
-    "EXECUTOR_MAX_WORKERS": (2, lambda n, v: _parse_int(n, v, 1)),
+    # Runner slots per process; 0 = a web-only process (jobs run in `flask worker` processes).
+    "EXECUTOR_MAX_WORKERS": (2, lambda n, v: _parse_int(n, v, 0)),
     "MAX_UNFINISHED_JOBS_PER_USER": (3, lambda n, v: _parse_int(n, v, 1)),
     "MAX_SCRATCH_MB_PER_USER": (2048, lambda n, v: _parse_int(n, v, 1)),
-    "JOB_LEASE_SECONDS": (120, lambda n, v: _parse_int(n, v, 10)),
+    "JOB_LEASE_SECONDS": (30, lambda n, v: _parse_int(n, v, 10)),
+    "JOB_POLL_SECONDS": (2.0, lambda n, v: _parse_float(n, v, 0.1)),
+    # local: runner slots in this service's processes; celery: `celery -A celery_app worker`
+    "JOB_QUEUE": ("local", lambda n, v: v.strip().lower()),
+    "CELERY_BROKER_URL": ("redis://127.0.0.1:6379/0", lambda n, v: v.strip()),
     "JOB_RECOVERY_INTERVAL_SECONDS": (30, lambda n, v: _parse_int(n, v, 0)),
     "JOB_MAX_ATTEMPTS": (3, lambda n, v: _parse_int(n, v, 1)),
+    # Operations
+    "LOG_FORMAT": ("text", lambda n, v: v.strip().lower()),
+    # prometheus-client reads it itself; gunicorn.conf.py sets one when unset.
+    "PROMETHEUS_MULTIPROC_DIR": (None, lambda n, v: v.strip()),
     # Fetching
     "ALLOWED_LINK_HOSTS": (None, _parse_list),
     "ALLOW_PRIVATE_ADDRESSES": (False, _parse_bool),
@@ -194,6 +203,11 @@ def load_config(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
     if config["LOCAL_WHISPER_DEVICE"] not in ("cpu", "cuda", "auto"):
         raise ConfigError("LOCAL_WHISPER_DEVICE must be cpu, cuda or auto, "
                           f"got {config['LOCAL_WHISPER_DEVICE']!r}")
+
+    if config["JOB_QUEUE"] not in ("local", "celery"):
+        raise ConfigError(f"JOB_QUEUE must be local or celery, got {config['JOB_QUEUE']!r}")
+    if config["LOG_FORMAT"] not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {config['LOG_FORMAT']!r}")
 
     config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
     config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}

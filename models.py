@@ -13,6 +13,7 @@ from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Index,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from database import db
+from logging_setup import current_request_id
 
 # The contract's status words, in pipeline order. The frontend maps each to a label.
 SUBMITTED = "submitted"
@@ -65,6 +66,10 @@ class Transcription(db.Model):
     __table_args__ = (
         Index("ix_transcriptions_user_id_created_at", "user_id", "created_at"),
         Index("ix_transcriptions_created_at", "created_at"),
+        # What runners claim from: only unfinished rows, oldest first (jobs.py).
+        Index("ix_transcriptions_unfinished", "created_at",
+              postgresql_where=text("status NOT IN ('completed', 'error', 'cancelled')"),
+              sqlite_where=text("status NOT IN ('completed', 'error', 'cancelled')")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -103,6 +108,8 @@ class Transcription(db.Model):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False,
                                                    server_default=false())
+    # The X-Request-ID of the request that submitted the job: its runner logs under it.
+    request_id: Mapped[str | None] = mapped_column(String(128), default=current_request_id)
 
 
 class ErrorLog(db.Model):
@@ -119,6 +126,7 @@ class ErrorLog(db.Model):
     created_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), default=utcnow, server_default=func.now(), index=True)
     step: Mapped[str | None] = mapped_column(String(32))  # new: where the job failed
+    request_id: Mapped[str | None] = mapped_column(String(128), default=current_request_id)
 
 
 class _PromptColumns:

@@ -110,6 +110,12 @@ def component_schemas() -> dict:
         "Error": obj({"error": string()}),
         "LoginFailure": obj({"msg": string()}),
         "Message": obj({"message": string()}),
+        "Health": obj({"status": string(enum=["ok"])}),
+        "Readiness": obj({
+            "status": string(enum=["ready", "not ready"]),
+            "checks": {"type": "object", "additionalProperties": obj({
+                "ok": boolean(), "detail": string()})},
+        }),
         "Tokens": obj({"access_token": string(), "refresh_token": string(),
                        "is_admin": boolean()}),
         "AccessToken": obj({"access_token": string()}),
@@ -290,7 +296,7 @@ def op(summary: str, *, ok: int = 200, response: dict, errors: tuple[int, ...] =
 
 
 def operations() -> dict[str, dict]:
-    from user_routes import MAX_FILENAME_LENGTH
+    from submission_service import MAX_FILENAME_LENGTH
 
     config = current_app.config
     password_min = config["PASSWORD_MIN_LENGTH"]
@@ -497,6 +503,21 @@ def operations() -> dict[str, dict]:
         "admin.reset_reference_docx": op(
             "Go back to the default Word reference document",
             response=json_response(ref("Message"))),
+        # Operations (no token: load balancers and Prometheus) -----------------------------
+        "ops.healthz": op(
+            "Liveness: the process answers (touches nothing, not even the database)",
+            auth=False, database=False, response=json_response(ref("Health"))),
+        "ops.readyz": op(
+            "Readiness: database, storage writable, ffmpeg, pandoc, transcription engine",
+            auth=False, database=False,
+            description="One entry per check; 503 (same shape) when any check fails.",
+            response=json_response(ref("Readiness")),
+            extra_responses={503: json_response(ref("Readiness"), "a check failed")}),
+        "ops.metrics_text": op(
+            "Prometheus metrics of every worker process",
+            auth=False,
+            response={"description": "Prometheus text exposition format 0.0.4",
+                      "content": {"text/plain": {"schema": string()}}}),
         # This blueprint -------------------------------------------------------------------
         "openapi.spec": op(
             "This OpenAPI description", auth=False, database=False,
@@ -605,7 +626,8 @@ def build_spec(app: Flask) -> dict:
             "tags": [{"name": "auth", "description": "Sign-in and tokens"},
                      {"name": "user", "description": "The signed-in user's jobs"},
                      {"name": "admin", "description": "Admins only (403 for others)"},
-                     {"name": "openapi", "description": "This description"}],
+                     {"name": "openapi", "description": "This description"},
+                     {"name": "ops", "description": "Health, readiness and metrics"}],
             "paths": paths,
             "components": {
                 "securitySchemes": {"bearerAuth": {

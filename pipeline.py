@@ -1,9 +1,7 @@
-"""The background job: fetch → trim → transcribe → proofread → convert.
+"""The background job's steps: fetch → trim → transcribe → proofread → convert.
+The queue, claims, leases and recovery are jobs.py's.
 
 Durable and resumable:
-- a job runs where it holds the lease (`lease_owner`, `lease_expires_at` on its row), which
-  a live runner renews every few seconds; a crashed runner's lease expires and the
-  recovery loop of any worker on any machine claims the job again;
 - every step knows from durable state whether it already ran (documents in the database,
   finished chunks in `job_chunks`, complete scratch files renamed into place), so a resumed
   job continues from its last finished step and chunk without paying twice;
@@ -14,20 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
-import socket
 import tempfile
-import threading
 import time
 import traceback
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
-import click
-from flask import Flask, current_app
-from flask_executor import Executor
+from flask import Flask
 from sqlalchemy import delete, or_, select, update
 from werkzeug.datastructures import FileStorage
 
@@ -36,8 +28,12 @@ import scratch
 from audio_service import AudioError, check_window, compact_extension, encode_compact, require_audio
 from database import db
 from errors import APIError
+# The queue lives in jobs.py; these names stay importable from here for callers and tests.
+from jobs import (LeaseKeeper, _drain, _draining, _lease_held, enqueue, init_app,  # noqa: F401
+                  recover_jobs, run_job, set_job_handler)
 from links import parse_link
-from models import AppAsset, Document, ErrorLog, JobChunk, Transcription, as_utc, utcnow
+from metrics import observe_step
+from models import AppAsset, Document, ErrorLog, JobChunk, Transcription, utcnow
 from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
 from proofreading_service import ProofreadError, Proofreader, split_into_slices
 from storage import job_dir, remove_job_files
@@ -47,25 +43,12 @@ from transcription_service import Cancelled, EngineJob, TranscriptionError, engi
 from validation import storable_text
 
 log = logging.getLogger("ezra.pipeline")
-executor = Executor()
 
 UPLOAD_NAME = "source.upload"
 REFERENCE_DOCX_ASSET = "reference.docx"
 
 
 # Hand-off from the request ------------------------------------------------------------------
-
-def init_app(app: Flask) -> None:
-    app.config.setdefault("EXECUTOR_TYPE", "thread")
-    app.config.setdefault("EXECUTOR_PROPAGATE_EXCEPTIONS", False)
-    executor.init_app(app)
-    if app.config["PIPELINE_ENABLED"] and app.config["JOB_RECOVERY_INTERVAL_SECONDS"] > 0:
-        app.before_request(lambda: _ensure_recovery_thread(app))
-        # A CLI command (`flask db upgrade`, `create-admin`) runs no jobs; `flask run` starts
-        # the thread with its first request.
-        if click.get_current_context(silent=True) is None:
-            _ensure_recovery_thread(app)
-
 
 def accept_upload(job: Transcription, upload: FileStorage) -> None:
     """Keep the streamed upload as the job's source, after checking it holds audio."""
@@ -87,163 +70,6 @@ def accept_upload(job: Transcription, upload: FileStorage) -> None:
                             "unavailable); please try again later") from None
 
 
-def enqueue(job_id: uuid.UUID) -> None:
-    if current_app.config["PIPELINE_ENABLED"]:
-        _submit(job_id)
-
-
-def _submit(job_id: uuid.UUID) -> None:
-    """Queue the job on Flask-Executor's pool with a fresh app context only.
-
-    `executor.submit` would copy the *request* context into the task: that fails outside a
-    request (the recovery loop) and would pin the request, with its upload, for the whole
-    job. So the pool Flask-Executor built (sized by EXECUTOR_MAX_WORKERS) is used directly.
-    """
-    app = current_app._get_current_object()
-    _queued.add(job_id)
-
-    def task() -> None:
-        with app.app_context():
-            run_job(job_id)
-    executor._self.submit(task)
-
-
-# Claiming, leases, recovery -------------------------------------------------------------------
-
-_queued: set[uuid.UUID] = set()  # ids waiting in this process's executor queue
-_recovery_threads: dict[int, threading.Thread] = {}
-
-
-def _lease_seconds() -> int:
-    return current_app.config["JOB_LEASE_SECONDS"]
-
-
-def _claim(job_id: uuid.UUID, owner: str) -> bool:
-    now = utcnow()
-    result = db.session.execute(
-        update(Transcription)
-        .where(Transcription.id == job_id,
-               Transcription.status.not_in(m.FINAL_STATUSES),
-               or_(Transcription.lease_expires_at.is_(None),
-                   Transcription.lease_expires_at < now))
-        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=_lease_seconds()),
-                attempts=Transcription.attempts + 1)
-        .execution_options(synchronize_session=False))
-    db.session.commit()
-    return result.rowcount == 1
-
-
-def _release(job_id: uuid.UUID, owner: str) -> None:
-    # An unfinished job handed back (this process is exiting) gets an already expired lease,
-    # so the recovery loop of any other worker claims it at once.
-    # A hand-back is no interruption: the attempt it claimed is given back too.
-    values: dict = {"lease_owner": None, "lease_expires_at": None}
-    if _draining.is_set():
-        values.update(lease_expires_at=utcnow(), attempts=Transcription.attempts - 1)
-    db.session.execute(update(Transcription)
-                       .where(Transcription.id == job_id, Transcription.lease_owner == owner)
-                       .values(**values)
-                       .execution_options(synchronize_session=False))
-    db.session.commit()
-
-
-_draining = threading.Event()
-
-
-def _drain() -> None:
-    """The process is exiting (gunicorn max_requests recycling, SIGTERM on deploy): queued
-    jobs are not started and running ones stop at their next checkpoint and hand back."""
-    _draining.set()
-
-
-# Runs before concurrent.futures joins its worker threads at interpreter exit (these hooks
-# run in reverse order of registration); a plain atexit hook would run only after that.
-threading._register_atexit(_drain)
-
-
-class LeaseKeeper(threading.Thread):
-    """Renews the lease while the job runs and notices cancellation or a lost lease."""
-
-    def __init__(self, app: Flask, job_id: uuid.UUID, owner: str):
-        super().__init__(name=f"lease-{job_id}", daemon=True)
-        self.app, self.job_id, self.owner = app, job_id, owner
-        self.stopped = threading.Event()
-        self.cancelled = threading.Event()
-        self.lost = threading.Event()
-        lease = app.config["JOB_LEASE_SECONDS"]
-        self.interval = max(0.2, min(lease / 3, 5.0))
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            try:
-                with self.app.app_context():
-                    self.renew()
-            except Exception:  # the database may be restarting; the lease covers a while
-                log.warning("job=%s lease renewal failed", self.job_id, exc_info=True)
-
-    def renew(self) -> None:
-        lease = self.app.config["JOB_LEASE_SECONDS"]
-        result = db.session.execute(
-            update(Transcription)
-            .where(Transcription.id == self.job_id, Transcription.lease_owner == self.owner)
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease))
-            .returning(Transcription.cancel_requested))
-        row = result.first()
-        db.session.commit()
-        if row is None:
-            self.lost.set()
-        elif row[0]:
-            self.cancelled.set()
-
-    def should_stop(self) -> bool:
-        return self.cancelled.is_set() or self.lost.is_set() or _draining.is_set()
-
-
-def _ensure_recovery_thread(app: Flask) -> None:
-    # Keyed by pid: a thread started before gunicorn forks does not exist in the worker.
-    pid = os.getpid()
-    thread = _recovery_threads.get(pid)
-    if thread is None or not thread.is_alive():
-        thread = threading.Thread(target=_recovery_loop, args=(app,), name="job-recovery",
-                                  daemon=True)
-        _recovery_threads[pid] = thread
-        thread.start()
-
-
-def _recovery_loop(app: Flask) -> None:
-    interval = app.config["JOB_RECOVERY_INTERVAL_SECONDS"]
-    while True:
-        try:
-            with app.app_context():
-                recover_jobs()
-                scratch.sweep_if_due()
-        except Exception:
-            log.warning("job recovery pass failed", exc_info=True)
-        time.sleep(interval * random.uniform(0.8, 1.2))  # jitter spreads the workers
-
-
-def recover_jobs() -> int:
-    """Queue every unfinished job that nobody holds; the claim decides who runs it."""
-    now = utcnow()
-    grace = now - timedelta(seconds=_lease_seconds())
-    ids = db.session.execute(
-        select(Transcription.id).where(
-            Transcription.status.not_in(m.FINAL_STATUSES),
-            or_(Transcription.lease_expires_at < now,
-                # never claimed: give the process that accepted it time to start it
-                (Transcription.lease_expires_at.is_(None)) & (Transcription.updated_at < grace)))
-        .order_by(Transcription.created_at).limit(100)).scalars().all()
-    db.session.commit()
-    queued = 0
-    for job_id in ids:
-        if job_id not in _queued:
-            _submit(job_id)
-            queued += 1
-    if queued:
-        log.info("event=recovered jobs=%d", queued)
-    return queued
-
-
 # Running a job ------------------------------------------------------------------------------
 
 class StepFailure(Exception):
@@ -255,34 +81,6 @@ class StepFailure(Exception):
 
 class JobStopped(Exception):
     """Cancelled by the user, or the lease went to another runner."""
-
-
-def run_job(job_id: uuid.UUID) -> None:
-    _queued.discard(job_id)
-    if _draining.is_set():
-        return  # this process is exiting: another worker will claim the job
-    app = current_app._get_current_object()
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    try:
-        if not _claim(job_id, owner):
-            return
-    except Exception:
-        log.warning("job=%s claim failed", job_id, exc_info=True)
-        return
-    keeper = LeaseKeeper(app, job_id, owner)
-    keeper.start()
-    try:
-        JobRun(app, job_id, owner, keeper).run()
-    except Exception:  # even recording the failure failed (database down): retried later
-        log.exception("job=%s runner crashed; the lease will expire and it resumes", job_id)
-    finally:
-        keeper.stopped.set()
-        try:
-            _release(job_id, owner)
-        except Exception:
-            log.warning("job=%s lease release failed", job_id, exc_info=True)
-        finally:
-            db.session.remove()
 
 
 class DbChunkStore:
@@ -347,6 +145,7 @@ class JobRun:
         db.session.commit()
         log.info("job=%s step=%s status=%s previous_step_seconds=%.2f", self.job_id, self.step,
                  status, now - self.step_started)
+        observe_step(self.step, now - self.step_started)
         self.step, self.step_started = status, now
         if result.rowcount != 1:
             self.keeper.renew()  # finds out whether it was a cancel or a lost lease
@@ -441,8 +240,9 @@ class JobRun:
         if job.source_type == "upload":
             source = folder / UPLOAD_NAME
             if not source.exists():
-                raise StepFailure("fetch", "The uploaded file is no longer on this server; "
-                                           "please upload it again")
+                raise StepFailure("fetch", "The uploaded file is not visible to the worker "
+                                           "running this job (deleted, or STORAGE_DIR is not "
+                                           "shared with it); please upload it again")
             return source, False
         done = [p for p in folder.glob("source.*") if p.suffix not in (".part", ".ytdl")]
         if done:  # fetched before the interruption
@@ -682,6 +482,8 @@ def retry(job: Transcription) -> None:
     enqueue(job.id)
 
 
-def _lease_held(job: Transcription) -> bool:
-    """A runner holds the job right now (its lease has not expired)."""
-    return job.lease_expires_at is not None and as_utc(job.lease_expires_at) > utcnow()
+def _run_job_steps(app: Flask, job_id: uuid.UUID, owner: str, keeper: LeaseKeeper) -> None:
+    JobRun(app, job_id, owner, keeper).run()
+
+
+set_job_handler(_run_job_steps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from metrics import outside_call
 from transcription_service import ChunkStore, run_pending
 from validation import storable_text
 
@@ -113,9 +114,10 @@ class Proofreader:
 
     def _complete(self, index: int, messages: list[dict[str, Any]]):
         try:
-            response = self.client.chat.completions.create(
-                model=self.model, messages=messages, max_tokens=self.max_output_tokens,
-                temperature=0.2)
+            with outside_call("proofread"):
+                response = self.client.chat.completions.create(
+                    model=self.model, messages=messages, max_tokens=self.max_output_tokens,
+                    temperature=0.2)
         except Exception as exc:  # openai.APIError, after the client's own retries
             status = getattr(exc, "status_code", None)
             if status == 404 or "model_not_found" in str(exc):

@@ -3,27 +3,24 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
-from pathlib import Path
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, request, send_file
 from flask_jwt_extended import current_user, jwt_required
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 import pipeline
+import submission_service
 from body_limits import refuse_if_cut
 from database import db
 from errors import APIError
 from languages import WHISPER_LANGUAGES, normalize_language, unknown_language_hint
-from links import LinkError, parse_link
-from models import FINAL_STATUSES, SEGMENTS_KIND, SUBMITTED, Document, Transcription, User
+from models import SEGMENTS_KIND, Document, Transcription
 from scratch import check_user_scratch
 from serializers import (FILE_TYPES, LEGACY_PATH_COLUMN, document_file_name, transcription_page,
                          user_transcription)
 from storage import legacy_document_path
 from subtitles import to_srt, to_vtt
-from system_settings import transcribing_allowed
-from validation import display_text, format_seconds, pagination, parse_timestamp, uuid_id
+from validation import format_seconds, pagination, parse_timestamp, uuid_id
 
 bp = Blueprint("user", __name__)
 
@@ -35,13 +32,12 @@ MIME_TYPES = {  # Werkzeug adds "; charset=utf-8" to text types itself
     "vtt": "text/vtt",
 }
 SUBTITLE_FORMATS = {"srt": to_srt, "vtt": to_vtt}
-MAX_FILENAME_LENGTH = 255
 
 
 @bp.post("/process")
 @jwt_required()
 def process():
-    _require_transcribing_allowed()
+    submission_service.ensure_accepting()
     check_user_scratch(current_user.id, request.content_length or 0)
     form = request.form
     refuse_if_cut()
@@ -59,52 +55,10 @@ def process():
     language = normalize_language(form.get("language"))
     if language is not None and language not in WHISPER_LANGUAGES:
         raise APIError(400, f"'language' {unknown_language_hint(language)}")
-    _check_unfinished_limit(current_user.id)
-
-    job = Transcription(id=uuid.uuid4(), user_id=current_user.id, status=SUBMITTED,
-                        start_seconds=start, end_seconds=end, language=language)
-    if link:
-        allowed = current_app.config["ALLOWED_LINK_HOSTS"]
-        try:
-            source = parse_link(link, frozenset(allowed) if allowed else None)
-        except LinkError as exc:
-            raise APIError(400, str(exc)) from None
-        job.google_drive_url = link
-        job.source_type = source.kind
-    else:
-        if len(upload.filename) > MAX_FILENAME_LENGTH:
-            raise APIError(400, f"The file name is longer than {MAX_FILENAME_LENGTH} characters")
-        job.source_type = "upload"
-        # Labels only, never paths: the client shows the last segment of audio_file_path.
-        file_name = display_text(Path(upload.filename.replace("\\", "/")).name, 255)
-        job.audio_file_name = display_text(Path(file_name).stem, 200) or "upload"
-        job.audio_file_path = file_name or "upload"
-        pipeline.accept_upload(job, upload)
-
-    db.session.add(job)
-    db.session.commit()
-    pipeline.enqueue(job.id)
-    return jsonify(message="Transcription request is submitted", transcription_id=str(job.id))
-
-
-def _require_transcribing_allowed() -> None:
-    if not transcribing_allowed():
-        raise APIError(503, "New transcriptions are paused by the administrators; "
-                            "please try again later")
-
-
-def _check_unfinished_limit(user_id: int) -> None:
-    """Count the user's unfinished jobs under a lock on their row, so concurrent submissions
-    of one user queue here and the limit holds (the lock lasts until the job is committed)."""
-    limit = current_app.config["MAX_UNFINISHED_JOBS_PER_USER"]
-    db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
-    unfinished = db.session.execute(
-        select(func.count()).select_from(Transcription).where(
-            Transcription.user_id == user_id,
-            Transcription.status.not_in(FINAL_STATUSES))).scalar_one()
-    if unfinished >= limit:
-        raise APIError(429, f"You already have {unfinished} transcriptions in progress; "
-                            f"wait for one to finish (limit {limit})", {"Retry-After": "60"})
+    job_id = submission_service.submit(current_user.id, link=link or None,
+                                       upload=upload if has_upload else None,
+                                       start=start, end=end, language=language)
+    return jsonify(message="Transcription request is submitted", transcription_id=str(job_id))
 
 
 @bp.get("/transcriptions")
@@ -135,9 +89,9 @@ def cancel_transcription(transcription_id: str):
 @bp.post("/transcriptions/<transcription_id>/retry")
 @jwt_required()
 def retry_transcription(transcription_id: str):
-    _require_transcribing_allowed()
+    submission_service.ensure_accepting()
     job = _own_transcription(transcription_id)
-    _check_unfinished_limit(current_user.id)
+    submission_service.check_unfinished_limit(current_user.id)
     pipeline.retry(job)
     return jsonify(message="Transcription resumed", transcription_id=str(job.id), status=job.status)
 

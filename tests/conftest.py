@@ -89,7 +89,9 @@ def make_app(migrated_database, tmp_path):
     first = make()
     truncate_all(first)
     yield make
+    from jobs import stop_runner
     for app in apps:
+        stop_runner(app)  # its slots must not take the next test's jobs
         with app.app_context():
             db.session.remove()
             db.engine.dispose()

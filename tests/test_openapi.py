@@ -38,7 +38,10 @@ from database import db
 from models import (Document, ErrorLog, ProofreadPrompt, SystemSetting, TranscribePrompt,
                     Transcription, User)
 
-PUBLIC_ENDPOINTS = {"auth.login", "openapi.spec", "openapi.docs"}
+PUBLIC_ENDPOINTS = {"auth.login", "openapi.spec", "openapi.docs", "ops.healthz", "ops.readyz",
+                    "ops.metrics_text"}
+READY_ENGINE = {"TRANSCRIBE_API_URL": "http://127.0.0.1:9/submit",
+                "GET_RESULT_TRANSCRIBE_API_URL": "http://127.0.0.1:9/result"}
 SOME_UUID = "00000000-0000-4000-8000-000000000000"
 PLACEHOLDERS = {"transcription_id": SOME_UUID, "user_id": "1", "setting_id": "1",
                 "file_type": "txt", "file_name": "talk.txt"}
@@ -142,7 +145,8 @@ def test_paths_tags_and_security_follow_the_code(client):
             assert "403" in responses
         for code, response in responses.items():
             media = response.get("content", {}).get("application/json")
-            if code.startswith(("4", "5")) and not (code == "401" and path == "/login"):
+            if (code.startswith(("4", "5")) and not (code == "401" and path == "/login")
+                    and not (code == "503" and path == "/readyz")):
                 assert media == {"schema": {"$ref": "#/components/schemas/Error"}}, (path, code)
 
 
@@ -385,6 +389,9 @@ def test_seeded_responses_match_the_description(app, client, seed):
     note = seed.setting_ids["legacy_note"]
     requests = [
         ("GET", "/openapi.json", 200, {}), ("GET", "/docs", 200, {}),
+        ("GET", "/healthz", 200, {}), ("GET", "/metrics", 200, {}),
+        # The test app configures no transcription engine: not ready, and says why.
+        ("GET", "/readyz", 503, {}),
         ("POST", "/login", 401, {"json": {"username": "openapi-admin", "password": "wrong"}}),
         ("POST", "/login", 200, {"json": {"username": "openapi-admin",
                                           "password": TEST_PASSWORD}}),
@@ -457,6 +464,11 @@ def test_seeded_responses_match_the_description(app, client, seed):
     assert refresh.status_code == 200
     schema["/refresh"]["POST"].validate_response(refresh)
     answered.add(("post", "/refresh"))
+    app.config.update(READY_ENGINE)
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.get_json()
+    schema["/readyz"]["GET"].validate_response(ready)
+    answered.add(("get", "/readyz"))
     assert answered == {(m, p) for p, m, _ in operations_of(schema.raw_schema)}
 
     legacy = client.get(f"/transcriptions/{jobs['legacy']}", headers=seed.headers()).get_json()
@@ -529,6 +541,7 @@ def test_hostile_text_in_any_field_is_never_a_5xx(client, seed):
 
 def test_other_methods_never_5xx(app, client, seed):
     """Every path answers OPTIONS and HEAD, and methods it does not have with a JSON 405."""
+    app.config.update(READY_ENGINE)  # /readyz answers 200, not its "not ready" 503
     spec = get_spec(client)
     adapter = app.url_map.bind("localhost")
     found = set()
@@ -580,6 +593,7 @@ RUN_STATS: dict[str, Counter] = {}
 
 @pytest.fixture
 def api_schema(app, seed):
+    app.config.update(READY_ENGINE)  # not-ready (503) is covered by tests/test_ops.py
     schema = schemathesis.openapi.from_wsgi(
         "/openapi.json", app, config=SchemathesisConfig.from_dict(SCHEMATHESIS_CONFIG))
 
