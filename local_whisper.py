@@ -161,18 +161,28 @@ class ModelChoice:
     def model_path(self) -> str:
         """The directory (or model name) to hand to faster-whisper."""
         if not self.setting:
+            parts, side = self.check_installed()
+            return str(join_model(parts, side, BUNDLED_SHA256, self.cache_dir))
+        self.check_installed()
+        return self.setting
+
+    def check_installed(self) -> tuple[list[Path], list[Path]]:
+        """Cheap (no join, no checksum, no load): the model's files are where they should be.
+        For the bundled model, its parts and side files; raises ModelError naming what is
+        missing."""
+        if not self.setting:
             part1 = package_file(*BUNDLED_PARTS[0])
             side = [part1.parent / name for name in BUNDLED_SIDE_FILES]
             for path in side:
                 if not path.is_file():
                     raise ModelError(f"{path} is missing; {INSTALL_HINT}")
-            return str(join_model(bundled_part_files(), side, BUNDLED_SHA256, self.cache_dir))
+            return bundled_part_files(), side
         path = Path(self.setting)
         if path.is_dir() and not (path / "model.bin").is_file():
             raise ModelError(f"LOCAL_WHISPER_MODEL={self.setting} has no model.bin; it must be a "
                              "CTranslate2 Whisper model directory (or unset for the bundled "
                              "base model)")
-        return self.setting
+        return [], []
 
 
 def model_choice(config: dict[str, Any]) -> ModelChoice:

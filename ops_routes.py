@@ -16,6 +16,7 @@ from typing import Any, Callable
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from sqlalchemy import text
 
+import local_whisper
 import metrics
 from database import db
 
@@ -85,8 +86,12 @@ def _check_engine() -> str:
         if not (config["OPENAI_TRANSCRIBE_API_KEY"] or config["OPENAI_TRANSCRIBE_BASE_URL"]):
             raise RuntimeError("TRANSCRIBE_ENGINE=openai needs OPENAI_TRANSCRIBE_API_KEY "
                                "(or OPENAI_TRANSCRIBE_BASE_URL for a keyless server)")
-    elif importlib.util.find_spec("faster_whisper") is None:
-        raise RuntimeError("TRANSCRIBE_ENGINE=local needs `pip install faster-whisper`")
+    else:
+        if importlib.util.find_spec("faster_whisper") is None:
+            raise RuntimeError("TRANSCRIBE_ENGINE=local needs `pip install faster-whisper`")
+        choice = local_whisper.model_choice(config)
+        choice.check_installed()  # ModelError names the missing file; the model is not loaded
+        return f"local: {choice.describe()['model']}"
     return f"{name} configured"
 
 

@@ -58,11 +58,16 @@ def test_every_configuration_variable_is_in_the_readme_table():
     assert not missing, f"add to README's configuration table: {sorted(missing)}"
 
 
-def test_gunicorn_conf_loads_and_keeps_the_documented_settings(monkeypatch, tmp_path):
+def load_gunicorn_conf(monkeypatch, tmp_path) -> dict:
     # Set, so loading the file does not switch this test process to multiprocess metrics.
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     namespace: dict = {}
     exec(compile((ROOT / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"), namespace)
+    return namespace
+
+
+def test_gunicorn_conf_loads_and_keeps_the_documented_settings(monkeypatch, tmp_path):
+    namespace = load_gunicorn_conf(monkeypatch, tmp_path)
     assert namespace["workers"] == 3 and namespace["threads"] == 4
     assert namespace["timeout"] == 120
     assert namespace["max_requests"] == 2000 and namespace["max_requests_jitter"] == 200

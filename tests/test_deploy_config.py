@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-import runpy
 
 from conftest import ROOT
+from test_deploy import load_gunicorn_conf
 
 
 def _nginx_blocks() -> str:
@@ -14,9 +14,9 @@ def _nginx_blocks() -> str:
     return "\n".join(re.findall(r"```nginx\n(.*?)```", readme, flags=re.S))
 
 
-def test_gunicorn_conf_sets_valid_request_limits_at_or_above_nginx():
+def test_gunicorn_conf_sets_valid_request_limits_at_or_above_nginx(monkeypatch, tmp_path):
     from gunicorn.config import Config
-    settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    settings = load_gunicorn_conf(monkeypatch, tmp_path)
     config = Config()
     for name in ("limit_request_line", "limit_request_fields", "limit_request_field_size"):
         config.set(name, settings[name])  # gunicorn's own validation of each value

@@ -35,8 +35,18 @@ def test_readyz_reports_every_check(make_app):
     assert all(check["ok"] for check in body["checks"].values())
 
 
+def test_readyz_on_embedded_defaults_checks_the_bundled_model_without_loading_it(make_app):
+    import local_whisper
+    app = make_app()  # no engine configured: the local engine with the bundled model
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["checks"]["engine"] == {"ok": True,
+                                                      "detail": "local: whisper-base (multilingual)"}
+    assert not local_whisper._models  # readiness never loads the model
+
+
 def test_readyz_is_503_and_names_the_missing_engine_setting(make_app):
-    app = make_app()  # no TRANSCRIBE_API_URL
+    app = make_app(TRANSCRIBE_ENGINE="remote")  # no TRANSCRIBE_API_URL
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     checks = response.get_json()["checks"]
