@@ -221,8 +221,11 @@ class JobRun:
         secrets = [self.config.get(k) for k in ("TRANSCRIBE_API_KEY", "DEEPSEEK_API_KEY",
                                                 "OPENAI_TRANSCRIBE_API_KEY", "JWT_SECRET_KEY")]
         job = self.load()
-        self.update(status=m.ERROR, error_message=storable_text(failure.message)[:500],
-                    updated_at=utcnow())
+        # The status and its log row in one transaction: whoever sees `error` finds the log.
+        db.session.execute(update(Transcription).where(Transcription.id == self.job_id)
+                           .values(status=m.ERROR, updated_at=utcnow(),
+                                   error_message=storable_text(failure.message)[:500])
+                           .execution_options(synchronize_session=False))
         db.session.add(ErrorLog(
             user_id=job.user_id, transcription_id=self.job_id, step=failure.step,
             inference=failure.inference,

@@ -191,11 +191,10 @@ class RemoteWhisperEngine:
             submitted_at = datetime.fromisoformat(done[REMOTE_SUBMITTED])
         else:
             submitted_at = self._submit_recorded(job)
-        forget_after = require_audio(job.audio) * self.forgotten_factor + self.forgotten_margin_seconds
         job.store.progress(0, 1)
         while True:
             try:
-                text = self._poll(job, submitted_at, forget_after)
+                text = self._poll(job, submitted_at)
                 break
             except _Forgotten as exc:
                 if REMOTE_RESUBMITTED in job.store.done():
@@ -235,9 +234,14 @@ class RemoteWhisperEngine:
                                      f"submit answered {response.status_code}: "
                                      f"{response.text[:500]}")
 
-    def _poll(self, job: EngineJob, submitted_at: datetime, forget_after: float) -> str:
+    def _forget_after(self, job: EngineJob) -> float:
+        """Seconds of nothing but 404s after which the service has lost the job."""
+        return require_audio(job.audio) * self.forgotten_factor + self.forgotten_margin_seconds
+
+    def _poll(self, job: EngineJob, submitted_at: datetime) -> str:
         deadline = submitted_at.timestamp() + self.timeout_seconds
         last_sign_of_work = submitted_at.timestamp()  # the last "still working" answer
+        forget_after = None  # measured (FFmpeg) only once 404s outlast the margin
         delay = self.poll_first_seconds
         transient_failures = 0
         while True:
@@ -258,10 +262,13 @@ class RemoteWhisperEngine:
                     return text
                 if response.status_code in (200, 404):
                     transient_failures = 0
+                    silent = time.time() - last_sign_of_work
                     if response.status_code == 200:
                         last_sign_of_work = time.time()
-                    elif time.time() - last_sign_of_work > forget_after:
-                        raise _Forgotten(f"only 404 for {time.time() - last_sign_of_work:.0f}s")
+                    elif silent > self.forgotten_margin_seconds:
+                        forget_after = forget_after or self._forget_after(job)
+                        if silent > forget_after:
+                            raise _Forgotten(f"only 404 for {silent:.0f}s")
                 else:
                     error = f"result answered {response.status_code}: {response.text[:500]}"
                     if response.status_code < 500:

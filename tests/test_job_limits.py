@@ -12,7 +12,8 @@ import pytest
 from audio_service import ffmpeg_exe
 from database import db
 from models import ErrorLog, Transcription
-from test_pipeline import pipeline_config, setup, talk, upload, wait_for  # noqa: F401
+from test_pipeline import (lease_released, pipeline_config, setup, talk, upload,  # noqa: F401
+                           wait_for, wait_until_true)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,7 @@ def test_an_empty_transcript_fails_clearly(setup, fake_whisper, fake_openai, tal
         assert db.session.query(ErrorLog).one().step == "transcribe"
     # A retry asks the service again (the empty answer is not kept as the result).
     fake_whisper.transcript_for = lambda audio, tid, prompt: "words at last"
+    wait_until_true(lambda: lease_released(app, job_id), 30, "lease release after the failure")
     assert client.post(f"/transcriptions/{job_id}/retry", headers=headers).status_code == 200
     assert wait_for(client, headers, job_id, timeout=60)["status"] == "completed"
     assert client.get(f"/download/txt/{job_id}", headers=headers).data == b"words at last"

@@ -92,6 +92,14 @@ def wait_until_true(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def lease_released(app, job_id: str) -> bool:
+    """The runner records a failure, then hands its lease back; until then a retry is 409."""
+    with app.app_context():
+        job = db.session.get(Transcription, uuid.UUID(job_id))
+        db.session.commit()
+        return job.lease_owner is None
+
+
 def wait_for(client, headers, job_id, statuses=("completed", "error", "cancelled"),
              timeout=60.0) -> dict:
     deadline = time.monotonic() + timeout

@@ -10,7 +10,8 @@ import pytest
 from database import db
 from fakes import FakeWhisperService
 from models import JobChunk
-from test_pipeline import pipeline_config, setup, talk, upload, wait_for  # noqa: F401
+from test_pipeline import (lease_released, pipeline_config, setup, talk, upload,  # noqa: F401
+                           wait_for, wait_until_true)
 from transcription_service import REMOTE_RESUBMITTED
 
 
@@ -72,6 +73,7 @@ def test_retry_of_a_failed_remote_step_submits_afresh(setup, fake_whisper, talk)
     failed = wait_for(client, headers, job_id, timeout=30)
     assert failed["status"] == "error" and "did not finish" in failed["error_message"]
     fake_whisper.never_finish = False
+    wait_until_true(lambda: lease_released(app, job_id), 30, "lease release after the failure")
     assert client.post(f"/transcriptions/{job_id}/retry", headers=headers).status_code == 200
     job = wait_for(client, headers, job_id, timeout=30)
     assert job["status"] == "completed", job  # not the first deadline, long passed
