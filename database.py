@@ -1,10 +1,18 @@
 """The database handle: SQLAlchemy with a constraint naming convention, and Alembic."""
 from __future__ import annotations
 
+import select
+import weakref
+
+import flask_sqlalchemy.session
+from flask import has_request_context, request
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import Pool
 
 # Named constraints let Alembic drop and recreate them by name on every backend.
 NAMING_CONVENTION = {
@@ -20,6 +28,43 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-db = SQLAlchemy(model_class=Base)
+@event.listens_for(Pool, "checkout")
+def _drop_closed_connection(dbapi_connection, _record, _proxy) -> None:
+    """A pooled connection the server has closed (restart, idle timeout, terminated backend)
+    has data or EOF waiting on its socket; an idle live one has nothing to read. Polling the
+    socket costs no round trip, unlike `pool_pre_ping`'s SELECT 1 on every checkout. Raising
+    DisconnectionError makes the pool discard it and connect anew (up to three times)."""
+    fileno = getattr(dbapi_connection, "fileno", None)  # psycopg2; SQLite has no socket
+    if fileno is None or getattr(dbapi_connection, "closed", 0):
+        if fileno is not None:
+            raise DisconnectionError("connection already closed")
+        return
+    poller = select.poll()
+    poller.register(fileno(), select.POLLIN | select.POLLPRI)
+    if poller.poll(0):
+        raise DisconnectionError("the server closed this pooled connection")
+
+
+class _Session(flask_sqlalchemy.session.Session):
+    """GET and HEAD requests only read: their statements run in autocommit, so no
+    transaction is opened and none needs a ROLLBACK round trip when the request ends. Each
+    statement still sees committed data (PostgreSQL's READ COMMITTED takes a snapshot per
+    statement anyway). Writing requests, the pipeline and the CLI keep one transaction."""
+
+    def get_bind(self, *args, **kwargs):
+        bind = super().get_bind(*args, **kwargs)
+        if (isinstance(bind, Engine) and has_request_context()
+                and request.method in ("GET", "HEAD")):
+            reader = _autocommit_engines.get(bind)
+            if reader is None:  # shares the pool; the level is reset when a connection returns
+                reader = _autocommit_engines[bind] = bind.execution_options(
+                    isolation_level="AUTOCOMMIT")
+            return reader
+        return bind
+
+
+_autocommit_engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+db = SQLAlchemy(model_class=Base, session_options={"class_": _Session})
 # render_as_batch: SQLite cannot ALTER constraints, so Alembic rebuilds tables there.
 migrate = Migrate(render_as_batch=True, compare_type=True)
