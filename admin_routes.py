@@ -17,12 +17,12 @@ from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_P
 from pandoc_service import DEFAULT_REFERENCE_DOCX
 from pipeline import REFERENCE_DOCX_ASSET
 from password import hash_password
-from serializers import (admin_transcription, error_log, prompt, setting, transcription_page,
-                         user_summary)
+from serializers import (ERROR_LOG_COLUMNS, admin_transcription, error_log, prompt, setting,
+                         transcription_page, user_summary)
 from storage import remove_job_files, remove_legacy_documents
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
                              get_flag, get_setting, set_setting, validate_setting_value)
-from user_routes import MIME_TYPES, _document_kind, document_response
+from user_routes import MIME_TYPES, _document_kind, document_response, download_row
 from validation import bool_field, int_id, json_body, pagination, string_field, uuid_id
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -154,8 +154,8 @@ def delete_transcription(transcription_id: str):
 @bp.get("/download/<file_type>/<transcription_id>")
 def admin_download(file_type: str, transcription_id: str):
     kind = _document_kind(file_type)
-    job = _get_or_404(Transcription, uuid_id(transcription_id), "Transcription")
-    return document_response(job, kind)
+    return document_response(download_row(kind, Transcription.id == uuid_id(transcription_id)),
+                             kind)
 
 
 # Logs and stats ----------------------------------------------------------------------------
@@ -164,8 +164,8 @@ def admin_download(file_type: str, transcription_id: str):
 def list_logs():
     limit, offset = pagination()
     logs = db.session.execute(
-        select(ErrorLog).order_by(ErrorLog.created_at.desc(), ErrorLog.id.desc())
-        .limit(limit).offset(offset)).scalars()
+        select(*ERROR_LOG_COLUMNS).order_by(ErrorLog.created_at.desc(), ErrorLog.id.desc())
+        .limit(limit).offset(offset))
     return jsonify([error_log(log) for log in logs])
 
 

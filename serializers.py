@@ -5,7 +5,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, exists, select
-from sqlalchemy.orm import aliased
 
 from models import DOCUMENT_KINDS, Document, ErrorLog, SystemSetting, Transcription, User, as_utc
 
@@ -21,56 +20,61 @@ def iso(value: datetime | None) -> str | None:
 
 NEWEST_FIRST = (Transcription.created_at.desc(), Transcription.id)
 
+# The columns each answer reads: lists load plain rows of these, never whole ORM objects
+# (no identity map, no prompt texts for the user's list).
+USER_COLUMNS = ("id", "created_at", "updated_at", "status", "txt_document_path",
+                "md_document_path", "word_document_path", "audio_file_name", "google_drive_url",
+                "start_seconds", "end_seconds", "error_message", "proofread_note",
+                "progress_step", "progress_done", "progress_total")
+ADMIN_COLUMNS = USER_COLUMNS + ("user_id", "audio_file_path", "engine", "transcribe_prompt",
+                                "proofread_prompt", "inference_duration")
+
 
 def transcription_page(*criteria, limit: int, offset: int, with_username: bool = False) -> Select:
-    """One page of transcriptions, newest first, with a flag per stored document.
+    """One page of transcriptions, newest first, as plain rows with a flag per stored document.
 
     The page is cut first (a LIMITed subquery) and the document flags are computed for its
     rows only; otherwise PostgreSQL would probe the documents of every matching row.
     """
-    page = (select(Transcription).where(*criteria).order_by(*NEWEST_FIRST)
-            .limit(limit).offset(offset).subquery())
-    job = aliased(Transcription, page)
-    flags = [exists().where(and_(Document.transcription_id == job.id, Document.kind == kind))
+    columns = ADMIN_COLUMNS if with_username else USER_COLUMNS
+    page = (select(*[getattr(Transcription, name) for name in columns]).where(*criteria)
+            .order_by(*NEWEST_FIRST).limit(limit).offset(offset).subquery())
+    flags = [exists().where(and_(Document.transcription_id == page.c.id, Document.kind == kind))
              .label(f"has_{kind}") for kind in DOCUMENT_KINDS]
-    query = select(job, *flags)
+    query = select(page, *flags)
     if with_username:
-        query = query.add_columns(User.username).outerjoin(User, User.id == job.user_id)
-    return query.order_by(job.created_at.desc(), job.id)
+        query = query.add_columns(User.username).outerjoin(User, User.id == page.c.user_id)
+    return query.order_by(page.c.created_at.desc(), page.c.id)
 
 
 def document_link(row: Any, kind: str) -> str | None:
     """Truthy once the document exists: the route that downloads it."""
-    transcription = row[0]
-    stored = getattr(row, f"has_{kind}")
-    legacy = getattr(transcription, LEGACY_PATH_COLUMN[kind])
-    if not (stored or legacy):
+    if not (getattr(row, f"has_{kind}") or getattr(row, LEGACY_PATH_COLUMN[kind])):
         return None
-    file_type = "word" if kind == "docx" else kind
-    return f"/download/{file_type}/{transcription.id}"
+    return f"/download/{'word' if kind == 'docx' else kind}/{row.id}"
 
 
 def user_transcription(row: Any) -> dict[str, Any]:
-    t: Transcription = row[0]
+    """`row`: a row of `transcription_page`."""
     return {
-        "id": str(t.id),
-        "created_at": iso(t.created_at),
-        "updated_at": iso(t.updated_at),
-        "status": t.status,
+        "id": str(row.id),
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+        "status": row.status,
         "word_document_path": document_link(row, "docx"),
         "txt_document_path": document_link(row, "txt"),
         "md_document_path": document_link(row, "md"),
-        "audio_file_name": t.audio_file_name or t.google_drive_url,
-        "google_drive_url": t.google_drive_url,
-        "start_seconds": t.start_seconds,
-        "end_seconds": t.end_seconds,
-        "error_message": t.error_message,
-        "proofread_note": t.proofread_note,
-        "progress": progress(t),
+        "audio_file_name": row.audio_file_name or row.google_drive_url,
+        "google_drive_url": row.google_drive_url,
+        "start_seconds": row.start_seconds,
+        "end_seconds": row.end_seconds,
+        "error_message": row.error_message,
+        "proofread_note": row.proofread_note,
+        "progress": progress(row),
     }
 
 
-def progress(t: Transcription) -> dict[str, Any] | None:
+def progress(t: Any) -> dict[str, Any] | None:
     """The step and its units: bytes fetched, chunks transcribed, slices proofread."""
     if t.progress_step is None:
         return None
@@ -80,26 +84,26 @@ def progress(t: Transcription) -> dict[str, Any] | None:
 
 
 def admin_transcription(row: Any) -> dict[str, Any]:
-    t: Transcription = row[0]
+    """`row`: a row of `transcription_page(..., with_username=True)`."""
     return {
-        "id": str(t.id),
-        "user_id": t.user_id,
+        "id": str(row.id),
+        "user_id": row.user_id,
         "username": row.username,
-        "audio_file_path": t.audio_file_path,
-        "audio_file_name": t.audio_file_name or t.google_drive_url,
-        "google_drive_url": t.google_drive_url,
+        "audio_file_path": row.audio_file_path,
+        "audio_file_name": row.audio_file_name or row.google_drive_url,
+        "google_drive_url": row.google_drive_url,
         "txt_document_path": document_link(row, "txt"),
         "md_document_path": document_link(row, "md"),
         "word_document_path": document_link(row, "docx"),
-        "status": t.status,
-        "error_message": t.error_message,
-        "progress": progress(t),
-        "engine": t.engine,
-        "transcribe_prompt": t.transcribe_prompt,
-        "proofread_prompt": t.proofread_prompt,
-        "inference_duration": t.inference_duration,
-        "created_at": iso(t.created_at),
-        "updated_at": iso(t.updated_at),
+        "status": row.status,
+        "error_message": row.error_message,
+        "progress": progress(row),
+        "engine": row.engine,
+        "transcribe_prompt": row.transcribe_prompt,
+        "proofread_prompt": row.proofread_prompt,
+        "inference_duration": row.inference_duration,
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
     }
 
 
@@ -108,7 +112,13 @@ def user_summary(row: Any) -> dict[str, Any]:
             "created_at": iso(row.created_at), "transcription_count": row.transcription_count}
 
 
-def error_log(log: ErrorLog) -> dict[str, Any]:
+ERROR_LOG_COLUMNS = tuple(getattr(ErrorLog, name) for name in (
+    "id", "user_id", "transcription_id", "error_message", "stack_trace", "inference", "step",
+    "created_at"))
+
+
+def error_log(log: Any) -> dict[str, Any]:
+    """`log`: an ErrorLog, or a row of ERROR_LOG_COLUMNS."""
     return {"id": log.id, "user_id": log.user_id,
             "transcription_id": str(log.transcription_id) if log.transcription_id else None,
             "error_message": log.error_message, "stack_trace": log.stack_trace,

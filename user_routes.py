@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from flask_jwt_extended import current_user, jwt_required
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 
 import pipeline
 from database import db
@@ -145,7 +145,8 @@ def _own_transcription_row(transcription_id: str):
 @jwt_required()
 def download(file_type: str, transcription_id: str):
     kind = _document_kind(file_type)
-    return document_response(_own_transcription(transcription_id), kind)
+    return document_response(download_row(kind, Transcription.id == uuid_id(transcription_id),
+                                          Transcription.user_id == current_user.id), kind)
 
 
 def _document_kind(file_type: str) -> str:
@@ -154,16 +155,30 @@ def _document_kind(file_type: str) -> str:
     return FILE_TYPES[file_type]
 
 
-def document_response(job: Transcription, kind: str) -> Response:
-    """The stored document as an attachment; legacy rows serve their recorded disk file."""
+def download_row(kind: str, *criteria):
+    """The job and its stored document of `kind` (None when not stored) in one statement."""
+    row = db.session.execute(
+        select(Transcription.id, Transcription.audio_file_name,
+               getattr(Transcription, LEGACY_PATH_COLUMN[kind]).label("legacy_path"),
+               Document.content)
+        .outerjoin(Document, and_(Document.transcription_id == Transcription.id,
+                                  Document.kind == kind))
+        .where(*criteria)).first()
+    if row is None:
+        raise APIError(404, "Transcription not found")
+    return row
+
+
+def document_response(job, kind: str) -> Response:
+    """The stored document as an attachment; legacy rows serve their recorded disk file.
+    `job`: a row of `download_row`."""
     name = safe_download_name(job.audio_file_name, "." + kind, fallback=f"transcription-{job.id}")
-    content = db.session.execute(select(Document.content).where(
-        Document.transcription_id == job.id, Document.kind == kind)).scalar_one_or_none()
+    content = job.content
     if content is not None:
         # send_file writes the RFC 6266 header: an ASCII fallback plus filename* for UTF-8.
         return send_file(io.BytesIO(content), mimetype=MIME_TYPES[kind], as_attachment=True,
                          download_name=name)
-    legacy = legacy_document_path(getattr(job, LEGACY_PATH_COLUMN[kind]))
+    legacy = legacy_document_path(job.legacy_path)
     if legacy is not None:
         return send_file(legacy, mimetype=MIME_TYPES[kind], as_attachment=True,
                          download_name=name)
