@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import select
-import weakref
 
 import flask_sqlalchemy.session
 from flask import has_request_context, request
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import Pool
@@ -45,26 +43,27 @@ def _drop_closed_connection(dbapi_connection, _record, _proxy) -> None:
         raise DisconnectionError("the server closed this pooled connection")
 
 
-class _Session(flask_sqlalchemy.session.Session):
+db = SQLAlchemy(model_class=Base)
+# render_as_batch: SQLite cannot ALTER constraints, so Alembic rebuilds tables there.
+migrate = Migrate(render_as_batch=True, compare_type=True)
+
+
+@event.listens_for(flask_sqlalchemy.session.Session, "after_begin")
+def _reads_in_autocommit(_session, _transaction, connection) -> None:
     """GET and HEAD requests only read: their statements run in autocommit, so no
     transaction is opened and none needs a ROLLBACK round trip when the request ends. Each
     statement still sees committed data (PostgreSQL's READ COMMITTED takes a snapshot per
-    statement anyway). Writing requests, the pipeline and the CLI keep one transaction."""
+    statement anyway). Writing requests, the pipeline and the CLI keep one transaction.
 
-    def get_bind(self, *args, **kwargs):
-        bind = super().get_bind(*args, **kwargs)
-        if (isinstance(bind, Engine) and has_request_context()
-                and request.method in ("GET", "HEAD")):
-            reader = _autocommit_engines.get(bind)
-            if reader is None:  # shares the pool; the level is reset when a connection returns
-                reader = _autocommit_engines[bind] = bind.execution_options(
-                    isolation_level="AUTOCOMMIT")
-            return reader
-        return bind
+    psycopg2's own flag is switched (nothing is sent yet at this point); SQLAlchemy's
+    isolation_level option would send SET default_transaction_isolation on the way back."""
+    if has_request_context() and request.method in ("GET", "HEAD"):
+        dbapi_connection = connection.connection.dbapi_connection
+        if getattr(dbapi_connection, "autocommit", None) is False:  # psycopg2 only
+            dbapi_connection.autocommit = True
 
 
-_autocommit_engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-db = SQLAlchemy(model_class=Base, session_options={"class_": _Session})
-# render_as_batch: SQLite cannot ALTER constraints, so Alembic rebuilds tables there.
-migrate = Migrate(render_as_batch=True, compare_type=True)
+@event.listens_for(Pool, "checkin")
+def _transactions_again(dbapi_connection, _record) -> None:
+    if dbapi_connection is not None and getattr(dbapi_connection, "autocommit", None) is True:
+        dbapi_connection.autocommit = False

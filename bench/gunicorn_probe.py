@@ -4,9 +4,9 @@ measured the same way.
 
 Counted per request, in the worker thread that serves it: statements sent through
 SQLAlchemy (`before_cursor_execute`), pool pre-ping probes (`SELECT 1` sent by the dialect's
-`do_ping`, which bypasses the cursor events) and COMMIT/ROLLBACK. A request names its route
-in the `X-Bench-Route` header; each worker writes its counts to `$BENCH_PROBE_DIR/<pid>.json`
-when it exits.
+`do_ping`, which bypasses the cursor events) and COMMIT/ROLLBACK of an open transaction.
+A request names its route in the `X-Bench-Route` header; each worker writes its counts to
+`$BENCH_PROBE_DIR/<pid>.json` when it exits.
 """
 from __future__ import annotations
 
@@ -24,6 +24,18 @@ def _bump(*_args, **_kwargs) -> None:
     _local.n = getattr(_local, "n", 0) + 1
 
 
+def _bump_if_open(conn) -> None:
+    """COMMIT/ROLLBACK reach the server only when a transaction is open (psycopg2 skips
+    them when idle, e.g. in autocommit)."""
+    try:
+        dbapi_connection = conn.connection.dbapi_connection
+        idle = dbapi_connection.get_transaction_status() == 0  # TRANSACTION_STATUS_IDLE
+    except Exception:  # noqa: BLE001 - another driver: count it
+        idle = False
+    if not idle:
+        _bump()
+
+
 def post_fork(server, worker) -> None:
     import sqlalchemy.dialects.postgresql.psycopg2  # noqa: F401 - its do_ping is patched
     from sqlalchemy import event
@@ -31,8 +43,8 @@ def post_fork(server, worker) -> None:
     from sqlalchemy.engine.default import DefaultDialect
 
     event.listen(Engine, "before_cursor_execute", _bump)
-    event.listen(Engine, "commit", _bump)
-    event.listen(Engine, "rollback", _bump)
+    event.listen(Engine, "commit", _bump_if_open)
+    event.listen(Engine, "rollback", _bump_if_open)
     pending = [DefaultDialect]
     while pending:  # every dialect class with its own do_ping
         cls = pending.pop()
