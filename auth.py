@@ -1,6 +1,7 @@
 """JWT wiring: who a token belongs to, and the 401 JSON for every token problem."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from flask import Flask, g
@@ -8,7 +9,7 @@ from flask_jwt_extended import JWTManager
 
 from database import db
 from errors import error_response
-from sqlalchemy import delete, exists, select
+from sqlalchemy import bindparam, delete, exists, select
 
 from models import RevokedToken, User, utcnow
 
@@ -23,29 +24,49 @@ def init_jwt(app: Flask) -> None:
     jwt.init_app(app)
 
 
-def token_claims(user: User) -> dict:
+def token_claims(user: User | SignedInUser) -> dict:
     return {"tv": user.token_version}
 
 
 @jwt.user_identity_loader
-def _identity(user: User) -> str:
+def _identity(user: User | SignedInUser) -> str:
     return str(user.id)
+
+
+@dataclass(frozen=True)
+class SignedInUser:
+    """`current_user`: the token's user as read by this request's token check (a plain
+    record, not an ORM object: load the User to change it)."""
+    id: int
+    username: str
+    is_admin: bool
+    token_version: int
+
+
+_users = User.__table__
+# Built once: constructing a statement costs more CPU than running this one.
+_TOKEN_CHECK = select(
+    _users.c.id, _users.c.username, _users.c.is_admin, _users.c.token_version,
+    exists().where(RevokedToken.__table__.c.jti == bindparam("jti")).label("revoked"),
+).where(_users.c.id == bindparam("user_id"))
+_REVOKED = select(exists().where(RevokedToken.__table__.c.jti == bindparam("jti")))
 
 
 @jwt.token_in_blocklist_loader
 def _is_revoked(_header: dict, payload: dict) -> bool:
     """One statement answers both questions of every request: is the token revoked, and
-    who is its user (kept for `_load_user`)."""
+    who is its user (kept for `_load_user`). Read fresh on every request, so a revocation,
+    a demotion or a password reset applies to the very next one."""
     jti = payload.get("jti")
     if not isinstance(jti, str):
         return True
     user_id = _user_id(payload)
-    revoked = exists().where(RevokedToken.jti == jti)
     if user_id is None:
-        return bool(db.session.execute(select(revoked)).scalar())
-    row = db.session.execute(select(User, revoked).where(User.id == user_id)).first()
-    g.ezra_token_user = row[0] if row else None
-    return bool(row and row[1])
+        return bool(db.session.execute(_REVOKED, {"jti": jti}).scalar())
+    row = db.session.execute(_TOKEN_CHECK, {"jti": jti, "user_id": user_id}).first()
+    g.ezra_token_user = (SignedInUser(row.id, row.username, bool(row.is_admin),
+                                      row.token_version) if row else None)
+    return bool(row and row.revoked)
 
 
 def _user_id(payload: dict) -> int | None:
@@ -65,13 +86,15 @@ def revoke(payload: dict, user_id: int | None) -> None:
 
 
 @jwt.user_lookup_loader
-def _load_user(_header: dict, payload: dict) -> User | None:
+def _load_user(_header: dict, payload: dict) -> SignedInUser | None:
     user_id = _user_id(payload)
     if user_id is None:
         return None
     user = g.pop("ezra_token_user", None)
     if user is None or user.id != user_id:
-        user = db.session.get(User, user_id)
+        found = db.session.get(User, user_id)
+        user = found and SignedInUser(found.id, found.username, bool(found.is_admin),
+                                      found.token_version)
     # A deleted user, or a token issued before the last password reset, is signed out.
     if user is None or payload.get("tv") != user.token_version:
         return None

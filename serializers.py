@@ -1,10 +1,11 @@
 """JSON shapes of the contract, and the list queries that feed them in one statement each."""
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, select
+from sqlalchemy import Select, and_, bindparam, exists, select
 
 from models import DOCUMENT_KINDS, Document, ErrorLog, SystemSetting, Transcription, User, as_utc
 
@@ -18,8 +19,6 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else as_utc(value).isoformat()
 
 
-NEWEST_FIRST = (Transcription.created_at.desc(), Transcription.id)
-
 # The columns each answer reads: lists load plain rows of these, never whole ORM objects
 # (no identity map, no prompt texts for the user's list).
 USER_COLUMNS = ("id", "created_at", "updated_at", "status", "txt_document_path",
@@ -30,20 +29,34 @@ ADMIN_COLUMNS = USER_COLUMNS + ("user_id", "audio_file_path", "engine", "transcr
                                 "proofread_prompt", "inference_duration")
 
 
-def transcription_page(*criteria, limit: int, offset: int, with_username: bool = False) -> Select:
+@functools.cache
+def transcription_page(scope: str) -> Select:
     """One page of transcriptions, newest first, as plain rows with a flag per stored document.
+    Built once per scope (building costs more CPU than running it); parameters:
+
+    - "user": a user's jobs: `user_id`, `limit`, `offset`;
+    - "own": one job of a user: `job_id`, `user_id`, `limit` (1), `offset` (0);
+    - "all": everyone's jobs with the username (admin): `limit`, `offset`.
 
     The page is cut first (a LIMITed subquery) and the document flags are computed for its
     rows only; otherwise PostgreSQL would probe the documents of every matching row.
     """
-    columns = ADMIN_COLUMNS if with_username else USER_COLUMNS
-    page = (select(*[getattr(Transcription, name) for name in columns]).where(*criteria)
-            .order_by(*NEWEST_FIRST).limit(limit).offset(offset).subquery())
-    flags = [exists().where(and_(Document.transcription_id == page.c.id, Document.kind == kind))
-             .label(f"has_{kind}") for kind in DOCUMENT_KINDS]
+    jobs = Transcription.__table__
+    criteria = {"user": [jobs.c.user_id == bindparam("user_id")],
+                "own": [jobs.c.id == bindparam("job_id"), jobs.c.user_id == bindparam("user_id")],
+                "all": []}[scope]
+    columns = ADMIN_COLUMNS if scope == "all" else USER_COLUMNS
+    page = (select(*[jobs.c[name] for name in columns]).where(*criteria)
+            .order_by(jobs.c.created_at.desc(), jobs.c.id)
+            .limit(bindparam("limit")).offset(bindparam("offset")).subquery())
+    documents = Document.__table__
+    flags = [exists().where(and_(documents.c.transcription_id == page.c.id,
+                                 documents.c.kind == kind)).label(f"has_{kind}")
+             for kind in DOCUMENT_KINDS]
     query = select(page, *flags)
-    if with_username:
-        query = query.add_columns(User.username).outerjoin(User, User.id == page.c.user_id)
+    if scope == "all":
+        users = User.__table__
+        query = query.add_columns(users.c.username).outerjoin(users, users.c.id == page.c.user_id)
     return query.order_by(page.c.created_at.desc(), page.c.id)
 
 
@@ -112,13 +125,15 @@ def user_summary(row: Any) -> dict[str, Any]:
             "created_at": iso(row.created_at), "transcription_count": row.transcription_count}
 
 
-ERROR_LOG_COLUMNS = tuple(getattr(ErrorLog, name) for name in (
+# Built once, like transcription_page; parameters `limit`, `offset`.
+ERROR_LOG_PAGE = (select(*[ErrorLog.__table__.c[name] for name in (
     "id", "user_id", "transcription_id", "error_message", "stack_trace", "inference", "step",
-    "created_at"))
+    "created_at")]).order_by(ErrorLog.__table__.c.created_at.desc(), ErrorLog.__table__.c.id.desc())
+    .limit(bindparam("limit")).offset(bindparam("offset")))
 
 
 def error_log(log: Any) -> dict[str, Any]:
-    """`log`: an ErrorLog, or a row of ERROR_LOG_COLUMNS."""
+    """`log`: an ErrorLog, or a row of ERROR_LOG_PAGE."""
     return {"id": log.id, "user_id": log.user_id,
             "transcription_id": str(log.transcription_id) if log.transcription_id else None,
             "error_message": log.error_message, "stack_trace": log.stack_trace,

@@ -1,13 +1,14 @@
 """The signed-in user's routes: submit a job, list and read jobs, download documents."""
 from __future__ import annotations
 
+import functools
 import io
 import uuid
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from flask_jwt_extended import current_user, jwt_required
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, select
 
 import pipeline
 from database import db
@@ -92,8 +93,8 @@ def _check_unfinished_limit(user_id: int) -> None:
 @jwt_required()
 def list_transcriptions():
     limit, offset = pagination()
-    rows = db.session.execute(transcription_page(
-        Transcription.user_id == current_user.id, limit=limit, offset=offset)).all()
+    rows = db.session.execute(transcription_page("user"), {
+        "user_id": current_user.id, "limit": limit, "offset": offset})
     return jsonify([user_transcription(row) for row in rows])
 
 
@@ -133,9 +134,8 @@ def _own_transcription(transcription_id: str) -> Transcription:
 
 def _own_transcription_row(transcription_id: str):
     job_id = uuid_id(transcription_id)
-    row = db.session.execute(transcription_page(
-        Transcription.id == job_id, Transcription.user_id == current_user.id,
-        limit=1, offset=0)).first()
+    row = db.session.execute(transcription_page("own"), {
+        "job_id": job_id, "user_id": current_user.id, "limit": 1, "offset": 0}).first()
     if row is None:
         raise APIError(404, "Transcription not found")
     return row
@@ -145,8 +145,8 @@ def _own_transcription_row(transcription_id: str):
 @jwt_required()
 def download(file_type: str, transcription_id: str):
     kind = _document_kind(file_type)
-    return document_response(download_row(kind, Transcription.id == uuid_id(transcription_id),
-                                          Transcription.user_id == current_user.id), kind)
+    return document_response(download_row(kind, uuid_id(transcription_id), current_user.id),
+                             kind)
 
 
 def _document_kind(file_type: str) -> str:
@@ -155,15 +155,25 @@ def _document_kind(file_type: str) -> str:
     return FILE_TYPES[file_type]
 
 
-def download_row(kind: str, *criteria):
-    """The job and its stored document of `kind` (None when not stored) in one statement."""
-    row = db.session.execute(
-        select(Transcription.id, Transcription.audio_file_name,
-               getattr(Transcription, LEGACY_PATH_COLUMN[kind]).label("legacy_path"),
-               Document.content)
-        .outerjoin(Document, and_(Document.transcription_id == Transcription.id,
-                                  Document.kind == kind))
-        .where(*criteria)).first()
+@functools.cache
+def _download_statement(kind: str, own: bool):
+    """Built once per kind and scope: a job and its stored document of `kind` (NULL content
+    when not stored); parameters `job_id` (and `user_id` for a user's own job)."""
+    jobs, documents = Transcription.__table__, Document.__table__
+    criteria = [jobs.c.id == bindparam("job_id")]
+    if own:
+        criteria.append(jobs.c.user_id == bindparam("user_id"))
+    return (select(jobs.c.id, jobs.c.audio_file_name,
+                   jobs.c[LEGACY_PATH_COLUMN[kind]].label("legacy_path"), documents.c.content)
+            .outerjoin(documents, and_(documents.c.transcription_id == jobs.c.id,
+                                       documents.c.kind == kind))
+            .where(*criteria))
+
+
+def download_row(kind: str, job_id: uuid.UUID, user_id: int | None = None):
+    """The job (a user's own when `user_id` is given) and its document, in one statement."""
+    params = {"job_id": job_id} if user_id is None else {"job_id": job_id, "user_id": user_id}
+    row = db.session.execute(_download_statement(kind, user_id is not None), params).first()
     if row is None:
         raise APIError(404, "Transcription not found")
     return row
