@@ -8,9 +8,10 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from flask_jwt_extended import current_user, jwt_required
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import Select, and_, bindparam, func, select
 
 import pipeline
+from auth import piggyback_on_token_check, piggybacked_row
 from database import db
 from errors import APIError
 from links import LinkError, parse_link
@@ -145,8 +146,13 @@ def _own_transcription_row(transcription_id: str):
 @jwt_required()
 def download(file_type: str, transcription_id: str):
     kind = _document_kind(file_type)
-    return document_response(download_row(kind, uuid_id(transcription_id), current_user.id),
-                             kind)
+    job_id = uuid_id(transcription_id)
+    row = piggybacked_row()  # read with the token check (see below)
+    if row is None:
+        row = download_row(kind, job_id, current_user.id)
+    elif row.job_id is None:
+        raise APIError(404, "Transcription not found")
+    return document_response(row, kind)
 
 
 def _document_kind(file_type: str) -> str:
@@ -155,19 +161,25 @@ def _document_kind(file_type: str) -> str:
     return FILE_TYPES[file_type]
 
 
-@functools.cache
-def _download_statement(kind: str, own: bool):
-    """Built once per kind and scope: a job and its stored document of `kind` (NULL content
-    when not stored); parameters `job_id` (and `user_id` for a user's own job)."""
+def _job_and_document(kind: str, jobs_from: Select) -> Select:
+    """`jobs_from` extended with a job (matched by the `job_id` parameter) and its stored
+    document of `kind` (NULL content when not stored)."""
     jobs, documents = Transcription.__table__, Document.__table__
+    return (jobs_from.add_columns(jobs.c.id.label("job_id"), jobs.c.audio_file_name,
+                                  jobs.c[LEGACY_PATH_COLUMN[kind]].label("legacy_path"),
+                                  documents.c.content)
+            .outerjoin(documents, and_(documents.c.transcription_id == jobs.c.id,
+                                       documents.c.kind == kind)))
+
+
+@functools.cache
+def _download_statement(kind: str, own: bool) -> Select:
+    """Built once per kind and scope; parameters `job_id` (and `user_id` for a user's own)."""
+    jobs = Transcription.__table__
     criteria = [jobs.c.id == bindparam("job_id")]
     if own:
         criteria.append(jobs.c.user_id == bindparam("user_id"))
-    return (select(jobs.c.id, jobs.c.audio_file_name,
-                   jobs.c[LEGACY_PATH_COLUMN[kind]].label("legacy_path"), documents.c.content)
-            .outerjoin(documents, and_(documents.c.transcription_id == jobs.c.id,
-                                       documents.c.kind == kind))
-            .where(*criteria))
+    return _job_and_document(kind, select().select_from(jobs)).where(*criteria)
 
 
 def download_row(kind: str, job_id: uuid.UUID, user_id: int | None = None):
@@ -179,10 +191,30 @@ def download_row(kind: str, job_id: uuid.UUID, user_id: int | None = None):
     return row
 
 
+def _plan_download(view_args: dict):
+    try:
+        return (FILE_TYPES[view_args["file_type"]],
+                {"job_id": uuid_id(view_args["transcription_id"])})
+    except (KeyError, APIError):
+        return None  # the view answers the error, after the token check
+
+
+def _download_with_token_check(kind: str, token_check: Select) -> Select:
+    jobs, users = Transcription.__table__, User.__table__
+    return _job_and_document(kind, token_check.outerjoin(
+        jobs, and_(jobs.c.id == bindparam("job_id"), jobs.c.user_id == users.c.id)))
+
+
+# The frontend prefetches a download per listed job: each is one statement, token check
+# included (the user's row, the revocation, the job and its document).
+piggyback_on_token_check("user.download", _plan_download, _download_with_token_check)
+
+
 def document_response(job, kind: str) -> Response:
     """The stored document as an attachment; legacy rows serve their recorded disk file.
     `job`: a row of `download_row`."""
-    name = safe_download_name(job.audio_file_name, "." + kind, fallback=f"transcription-{job.id}")
+    name = safe_download_name(job.audio_file_name, "." + kind,
+                              fallback=f"transcription-{job.job_id}")
     content = job.content
     if content is not None:
         # send_file writes the RFC 6266 header: an ASCII fallback plus filename* for UTF-8.

@@ -67,11 +67,20 @@ def test_lists_and_downloads_issue_a_constant_small_number_of_statements(
         assert few == len(log.take()) == 2
 
         job_id = many.get_json()[0]["id"]
+        # A download reads the token check and its job and document in one statement.
         for path, status in ((f"/download/word/{job_id}", 200), (f"/download/txt/{job_id}", 404),
                              (f"/download/word/{uuid.uuid4()}", 404)):
             response = client.get(path, headers=user_headers)
             assert response.status_code == status, path
-            assert len(log.take()) == 2, path
+            assert len(log.take()) == 1, path
+        # Bad ids still answer their own error, after the token check.
+        for path, status in (("/download/word/not-a-uuid", 400), (f"/download/pdf/{job_id}", 400)):
+            assert client.get(path, headers=user_headers).status_code == status, path
+            assert len(log.take()) == 1, path
+        assert client.get(f"/download/word/{job_id}").status_code == 401
+        assert client.get(f"/admin/download/word/{job_id}", headers=admin_headers
+                          ).status_code == 200
+        assert len(log.take()) == 2
         for path in ("/admin/transcriptions?limit=100", "/admin/logs?limit=100", "/admin/stats"):
             assert client.get(path, headers=admin_headers).status_code == 200
             assert len(log.take()) == 2, path
@@ -108,9 +117,19 @@ def test_revocation_and_demotion_apply_to_the_next_request(app, client, make_use
     demoted = client.get("/admin/stats", headers=bearer(token))
     assert demoted.status_code == 403
     assert client.get("/transcriptions", headers=bearer(token)).status_code == 200
+    job_id = _jobs(app, boss.id, 1)[0]
+    download = f"/download/word/{job_id}"
+    assert client.get(download, headers=bearer(token)).status_code == 200
     assert client.post("/logout", headers=bearer(token)).status_code == 200
-    revoked = client.get("/transcriptions", headers=bearer(token))
-    assert revoked.status_code == 401 and "revoked" in revoked.get_json()["error"]
+    for path in ("/transcriptions", download):
+        revoked = client.get(path, headers=bearer(token))
+        assert revoked.status_code == 401 and "revoked" in revoked.get_json()["error"]
+    other = login(client, "boss")
+    with app.app_context():
+        db.session.delete(db.session.get(User, boss.id))
+        db.session.commit()
+    gone = client.get(download, headers=bearer(other))
+    assert gone.status_code == 401 and "session has ended" in gone.get_json()["error"]
 
 
 def test_a_pooled_connection_closed_by_the_server_is_replaced_not_a_503(app, client, user,
