@@ -58,12 +58,18 @@ def _reads_in_autocommit(_session, _transaction, connection) -> None:
     psycopg2's own flag is switched (nothing is sent yet at this point); SQLAlchemy's
     isolation_level option would send SET default_transaction_isolation on the way back."""
     if has_request_context() and request.method in ("GET", "HEAD"):
-        dbapi_connection = connection.connection.dbapi_connection
-        if getattr(dbapi_connection, "autocommit", None) is False:  # psycopg2 only
-            dbapi_connection.autocommit = True
+        pooled = connection.connection
+        if getattr(pooled.dbapi_connection, "autocommit", None) is False:  # psycopg2 only
+            pooled.dbapi_connection.autocommit = True
+            pooled.info[_READING] = True
+
+
+_READING = "ezra_read_in_autocommit"
 
 
 @event.listens_for(Pool, "checkin")
-def _transactions_again(dbapi_connection, _record) -> None:
-    if dbapi_connection is not None and getattr(dbapi_connection, "autocommit", None) is True:
+def _transactions_again(dbapi_connection, record) -> None:
+    """Back in the pool, a connection switched for a read runs transactions again (and only
+    such a one: an engine made with isolation_level=AUTOCOMMIT keeps its setting)."""
+    if record.info.pop(_READING, False) and dbapi_connection is not None:
         dbapi_connection.autocommit = False
