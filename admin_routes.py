@@ -8,8 +8,9 @@ from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, request, send_file
 from flask_jwt_extended import current_user, verify_jwt_in_request
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 
+import local_whisper
 import login_throttle
 from auth_routes import MAX_PASSWORD_LENGTH
 from database import db
@@ -20,13 +21,12 @@ from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_P
 from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
 from pipeline import REFERENCE_DOCX_ASSET
 from password import hash_password
-from serializers import (admin_transcription, error_log, prompt, setting, transcription_page,
-                         user_summary)
+from serializers import (ERROR_LOG_PAGE, admin_transcription, error_log, prompt, setting,
+                         transcription_page, user_summary)
 from storage import remove_job_files, remove_legacy_documents
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
                              get_flag, get_setting, set_setting, validate_setting_value)
-import local_whisper
-from user_routes import MIME_TYPES, _document_kind, document_response
+from user_routes import MIME_TYPES, _document_kind, document_answer
 from validation import bool_field, int_id, json_body, pagination, string_field, uuid_id
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -57,15 +57,19 @@ def require_admin():
 
 # Users -------------------------------------------------------------------------------------
 
+# Only the columns the answer needs (no password hashes), counted per user by index. Built
+# once: constructing a statement costs more CPU than running it.
+_USER_PAGE = (
+    select(User.__table__.c["id", "username", "is_admin", "created_at"],
+           select(func.count()).where(Transcription.__table__.c.user_id == User.__table__.c.id)
+           .correlate(User.__table__).scalar_subquery().label("transcription_count"))
+    .order_by(User.__table__.c.id).limit(bindparam("limit")).offset(bindparam("offset")))
+
+
 @bp.get("/users")
 def list_users():
     limit, offset = pagination()
-    # Only the columns the answer needs (no password hashes), counted per user by index.
-    count = (select(func.count()).where(Transcription.user_id == User.id)
-             .correlate(User).scalar_subquery().label("transcription_count"))
-    rows = db.session.execute(
-        select(User.id, User.username, User.is_admin, User.created_at, count)
-        .order_by(User.id).limit(limit).offset(offset)).all()
+    rows = db.session.execute(_USER_PAGE, {"limit": limit, "offset": offset})
     return jsonify([user_summary(row) for row in rows])
 
 
@@ -145,8 +149,7 @@ def delete_user(user_id: str):
 @bp.get("/transcriptions")
 def list_all_transcriptions():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
-    rows = db.session.execute(
-        transcription_page(limit=limit, offset=offset, with_username=True)).all()
+    rows = db.session.execute(transcription_page("all"), {"limit": limit, "offset": offset})
     return jsonify([admin_transcription(row) for row in rows])
 
 
@@ -163,9 +166,7 @@ def delete_transcription(transcription_id: str):
 
 @bp.get("/download/<file_type>/<transcription_id>")
 def admin_download(file_type: str, transcription_id: str):
-    kind = _document_kind(file_type)
-    job = _get_or_404(Transcription, uuid_id(transcription_id), "Transcription")
-    return document_response(job, kind)
+    return document_answer(_document_kind(file_type), uuid_id(transcription_id))
 
 
 @bp.get("/download/<file_type>/<transcription_id>/<file_name>")
@@ -178,18 +179,17 @@ def admin_download_named(file_type: str, transcription_id: str, file_name: str):
 @bp.get("/logs")
 def list_logs():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
-    logs = db.session.execute(
-        select(ErrorLog).order_by(ErrorLog.created_at.desc(), ErrorLog.id.desc())
-        .limit(limit).offset(offset)).scalars()
+    logs = db.session.execute(ERROR_LOG_PAGE, {"limit": limit, "offset": offset})
     return jsonify([error_log(log) for log in logs])
+
+
+_COUNTS = select(*[select(func.count()).select_from(model.__table__).scalar_subquery()
+                   for model in (User, Transcription, ErrorLog)])
 
 
 @bp.get("/stats")
 def stats():
-    def count(model):
-        return select(func.count()).select_from(model).scalar_subquery()
-    users, transcriptions, errors = db.session.execute(
-        select(count(User), count(Transcription), count(ErrorLog))).one()
+    users, transcriptions, errors = db.session.execute(_COUNTS).one()
     return jsonify(total_users=users, total_transcriptions=transcriptions, total_errors=errors)
 
 

@@ -24,7 +24,6 @@ from sqlalchemy import delete, or_, select, update
 from werkzeug.datastructures import FileStorage
 
 import models as m
-import scratch
 from audio_service import AudioError, check_window, compact_extension, encode_compact, require_audio
 from database import db
 from errors import APIError

@@ -1,20 +1,23 @@
 """The signed-in user's routes: submit a job, list and read jobs, download documents."""
 from __future__ import annotations
 
+import functools
 import io
 import json
+import uuid
 
 from flask import Blueprint, Response, jsonify, request, send_file
 from flask_jwt_extended import current_user, jwt_required
-from sqlalchemy import select
+from sqlalchemy import Select, and_, bindparam, select
 
 import pipeline
 import submission_service
+from auth import piggyback_on_token_check, piggybacked_row
 from body_limits import refuse_if_cut
 from database import db
 from errors import APIError
 from languages import WHISPER_LANGUAGES, normalize_language, unknown_language_hint
-from models import SEGMENTS_KIND, Document, Transcription
+from models import SEGMENTS_KIND, Document, Transcription, User
 from scratch import check_user_scratch
 from serializers import (FILE_TYPES, LEGACY_PATH_COLUMN, document_file_name, transcription_page,
                          user_transcription)
@@ -65,8 +68,8 @@ def process():
 @jwt_required()
 def list_transcriptions():
     limit, offset = pagination()
-    rows = db.session.execute(transcription_page(
-        Transcription.user_id == current_user.id, limit=limit, offset=offset)).all()
+    rows = db.session.execute(transcription_page("user"), {
+        "user_id": current_user.id, "limit": limit, "offset": offset})
     return jsonify([user_transcription(row) for row in rows])
 
 
@@ -107,9 +110,8 @@ def _own_transcription(transcription_id: str) -> Transcription:
 
 def _own_transcription_row(transcription_id: str):
     job_id = uuid_id(transcription_id)
-    row = db.session.execute(transcription_page(
-        Transcription.id == job_id, Transcription.user_id == current_user.id,
-        limit=1, offset=0)).first()
+    row = db.session.execute(transcription_page("own"), {
+        "job_id": job_id, "user_id": current_user.id, "limit": 1, "offset": 0}).first()
     if row is None:
         raise APIError(404, "Transcription not found")
     return row
@@ -119,7 +121,11 @@ def _own_transcription_row(transcription_id: str):
 @jwt_required()
 def download(file_type: str, transcription_id: str):
     kind = _document_kind(file_type)
-    return document_response(_own_transcription(transcription_id), kind)
+    job_id = uuid_id(transcription_id)
+    row = piggybacked_row()  # read with the token check (see below)
+    if row is not None and row.job_id is None:
+        raise APIError(404, "Transcription not found")
+    return document_answer(kind, job_id, current_user.id, row)
 
 
 @bp.get("/download/<file_type>/<transcription_id>/<file_name>")
@@ -137,18 +143,87 @@ def _document_kind(file_type: str) -> str:
     return FILE_TYPES[file_type]
 
 
-def document_response(job: Transcription, kind: str) -> Response:
-    """The stored document as an attachment; legacy rows serve their recorded disk file."""
+def _job_and_document(kind: str, jobs_from: Select) -> Select:
+    """`jobs_from` extended with a job (matched by the `job_id` parameter) and its stored
+    document of `kind` (NULL content when not stored)."""
+    jobs, documents = Transcription.__table__, Document.__table__
+    return (jobs_from.add_columns(jobs.c.id.label("job_id"), jobs.c.audio_file_name,
+                                  jobs.c[LEGACY_PATH_COLUMN[kind]].label("legacy_path"),
+                                  documents.c.content)
+            .outerjoin(documents, and_(documents.c.transcription_id == jobs.c.id,
+                                       documents.c.kind == kind)))
+
+
+@functools.cache
+def _download_statement(kind: str, own: bool) -> Select:
+    """Built once per kind and scope; parameters `job_id` (and `user_id` for a user's own)."""
+    jobs = Transcription.__table__
+    criteria = [jobs.c.id == bindparam("job_id")]
+    if own:
+        criteria.append(jobs.c.user_id == bindparam("user_id"))
+    return _job_and_document(kind, select().select_from(jobs)).where(*criteria)
+
+
+def download_row(kind: str, job_id: uuid.UUID, user_id: int | None = None):
+    """The job (a user's own when `user_id` is given) and its document, in one statement."""
+    params = {"job_id": job_id} if user_id is None else {"job_id": job_id, "user_id": user_id}
+    row = db.session.execute(_download_statement(kind, user_id is not None), params).first()
+    if row is None:
+        raise APIError(404, "Transcription not found")
+    return row
+
+
+def _plan_download(view_args: dict):
+    try:
+        return (FILE_TYPES[view_args["file_type"]],
+                {"job_id": uuid_id(view_args["transcription_id"])})
+    except (KeyError, APIError):
+        return None  # the view answers the error, after the token check
+
+
+def _download_with_token_check(kind: str, token_check: Select) -> Select:
+    jobs, users = Transcription.__table__, User.__table__
+    return _job_and_document(kind, token_check.outerjoin(
+        jobs, and_(jobs.c.id == bindparam("job_id"), jobs.c.user_id == users.c.id)))
+
+
+# The frontend prefetches a download per listed job (through the named links the lists
+# give): each is one statement, token check included (the user's row, the revocation, the
+# job and its document).
+for _endpoint in ("user.download", "user.download_named"):
+    piggyback_on_token_check(_endpoint, _plan_download, _download_with_token_check)
+
+
+def document_answer(kind: str, job_id: uuid.UUID, user_id: int | None = None,
+                    row=None) -> Response:
+    """A document or subtitles of a job (a user's own when `user_id` is given); `row`: the
+    job and document already read with the token check, if any."""
     if kind in SUBTITLE_FORMATS:
-        return subtitle_response(job, kind)
-    name = document_file_name(job, kind)
-    content = db.session.execute(select(Document.content).where(
-        Document.transcription_id == job.id, Document.kind == kind)).scalar_one_or_none()
+        return subtitle_response(_transcription_or_404(job_id, user_id), kind)
+    return document_response(row if row is not None else download_row(kind, job_id, user_id),
+                             kind)
+
+
+def _transcription_or_404(job_id: uuid.UUID, user_id: int | None) -> Transcription:
+    query = select(Transcription).where(Transcription.id == job_id)
+    if user_id is not None:
+        query = query.where(Transcription.user_id == user_id)
+    job = db.session.execute(query).scalar_one_or_none()
+    if job is None:
+        raise APIError(404, "Transcription not found")
+    return job
+
+
+def document_response(job, kind: str) -> Response:
+    """The stored document as an attachment; legacy rows serve their recorded disk file.
+    `job`: a row of `download_row`."""
+    name = document_file_name(job.audio_file_name, job.job_id, kind)
+    content = job.content
     if content is not None:
         # send_file writes the RFC 6266 header: an ASCII fallback plus filename* for UTF-8.
         return send_file(io.BytesIO(content), mimetype=MIME_TYPES[kind], as_attachment=True,
                          download_name=name)
-    legacy = legacy_document_path(getattr(job, LEGACY_PATH_COLUMN[kind]))
+    legacy = legacy_document_path(job.legacy_path)
     if legacy is not None:
         return send_file(legacy, mimetype=MIME_TYPES[kind], as_attachment=True,
                          download_name=name)
@@ -171,4 +246,4 @@ def subtitle_response(job: Transcription, kind: str) -> Response:
         raise APIError(404, f"The {kind} subtitles of this transcription are not ready")
     text = SUBTITLE_FORMATS[kind](json.loads(segments), offset=job.start_seconds or 0.0)
     return send_file(io.BytesIO(text.encode()), mimetype=MIME_TYPES[kind], as_attachment=True,
-                     download_name=document_file_name(job, kind))
+                     download_name=document_file_name(job.audio_file_name, job.id, kind))

@@ -32,28 +32,22 @@ import random
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
+
+from bench_data import (ADMIN_NAME, PASSWORD, USER_NAME, child_pids, free_port, generate,
+                        process_cpu_seconds)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIM_DIR = Path("/tmp/shim")
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/ezra_bench"
-PASSWORD = "bench-password-0123456789"
-ADMIN_NAME = "bench-admin"
-USER_NAME = "bench-user-001"
-
-N_USERS = 200
-JOBS_PER_USER = 100
-N_ERROR_LOGS = 500
 KEEP_USERS_SMALL = 10
 BASELINE = "GET /admin/settings (baseline, empty)"
 
@@ -147,16 +141,6 @@ def migrate(app) -> None:
     _quiet_logging()
 
 
-LOREM = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor "
-         "incididunt ut labore et dolore magna aliqua. ")
-TRANSCRIBE_PROMPT = ("Transcribe the sermon verbatim in Traditional Chinese; keep speaker turns, "
-                     "scripture references and proper names. " * 3)[:300]
-PROOFREAD_PROMPT = ("You are a careful proofreader. Fix punctuation and obvious "
-                    "recognition errors, keep the wording, format headings in Markdown. " * 10)[:1200]
-STACK = "".join(f'  File "/app/pipeline.py", line {100 + i}, in step_{i}\n    do_work()\n'
-                for i in range(20)) + "RuntimeError: upstream returned 502"
-
-
 def _filter(table, rows: list[dict]) -> list[dict]:
     """Keep only keys the table has (the schema is still moving); say what was dropped."""
     columns = set(table.c.keys())
@@ -169,87 +153,15 @@ def _filter(table, rows: list[dict]) -> list[dict]:
 
 def seed(app, rng: random.Random) -> dict:
     """Bulk-insert the data set; return the ids the benchmark needs."""
-    import models as m
     from database import db
     from password import hash_password
     from sqlalchemy import insert, text
 
-    statuses = [(m.COMPLETED, 70), (m.ERROR, 12), (m.CANCELLED, 5), (m.SUBMITTED, 2),
-                (m.UPLOADING, 1), (m.TRIMMING, 1), (m.WAITING, 2), (m.TRANSCRIBING, 3),
-                (m.WAITING_FOR_PROOFREADING, 1), (m.PROOFREADING, 2), (m.CONVERTING, 1)]
-    status_names = [s for s, _ in statuses]
-    status_weights = [w for _, w in statuses]
-    docs_for = {m.COMPLETED: ("txt", "md", "docx"), m.CONVERTING: ("txt", "md"),
-                m.PROOFREADING: ("txt",), m.WAITING_FOR_PROOFREADING: ("txt",)}
-    now = datetime.now(timezone.utc)
-
     with app.app_context():
         password_hash = hash_password(PASSWORD)  # once; every user shares it
-        users, jobs, docs = [], [], []
-        for i in range(1, N_USERS + 1):
-            users.append({
-                "id": i,
-                "username": ADMIN_NAME if i == 1 else f"bench-user-{i - 1:03d}",
-                "password": password_hash,
-                "is_admin": i == 1,
-                "created_at": now - timedelta(days=400 - i),
-                "token_version": 0,
-            })
-        error_jobs = []
-        for user_id in range(1, N_USERS + 1):
-            for _ in range(JOBS_PER_USER):
-                status = rng.choices(status_names, status_weights)[0]
-                created = now - timedelta(seconds=rng.uniform(0, 365 * 86400))
-                job_id = uuid.UUID(int=rng.getrandbits(128), version=4)
-                link = rng.random() < 0.6
-                has_transcribe = status in docs_for or status in (m.TRANSCRIBING, m.ERROR)
-                row = {
-                    "id": job_id,
-                    "user_id": user_id,
-                    "status": status,
-                    "created_at": created,
-                    "updated_at": created + timedelta(minutes=rng.uniform(1, 90)),
-                    "source_type": ("youtube" if rng.random() < 0.7 else "drive") if link
-                    else "upload",
-                    "google_drive_url": (f"https://www.youtube.com/watch?v={job_id.hex[:11]}"
-                                         if link else None),
-                    "audio_file_name": None if link else f"Sunday service {created:%Y-%m-%d}",
-                    "audio_file_path": None if link else f"/srv/ezra/storage/jobs/{job_id}/"
-                                                         "source.upload",
-                    "start_seconds": 60.0 if rng.random() < 0.2 else None,
-                    "end_seconds": 3600.0 if rng.random() < 0.1 else None,
-                    "transcribe_prompt": TRANSCRIBE_PROMPT if has_transcribe else None,
-                    "proofread_prompt": PROOFREAD_PROMPT if status in (
-                        m.COMPLETED, m.CONVERTING, m.PROOFREADING) else None,
-                    "inference_duration": rng.randint(30, 1800) if status == m.COMPLETED else None,
-                    "error_message": ("The transcription service did not answer in time"
-                                      if status == m.ERROR else
-                                      "Cancelled by the user" if status == m.CANCELLED else None),
-                    "progress_step": "transcribing" if status == m.TRANSCRIBING else None,
-                    "progress_done": 3 if status == m.TRANSCRIBING else None,
-                    "progress_total": 7 if status == m.TRANSCRIBING else None,
-                    "attempts": 1,
-                    "cancel_requested": status == m.CANCELLED,
-                }
-                jobs.append(row)
-                if status == m.ERROR:
-                    error_jobs.append(row)
-                for kind in docs_for.get(status, ()):
-                    docs.append({"transcription_id": job_id, "kind": kind,
-                                 "content": (LOREM_BYTES if kind != "docx" else b"PK\x03\x04"
-                                             + LOREM_BYTES),
-                                 "created_at": created + timedelta(minutes=5)})
-        logs = []
-        for _ in range(N_ERROR_LOGS):
-            job = rng.choice(error_jobs)
-            logs.append({
-                "user_id": job["user_id"], "transcription_id": job["id"],
-                "error_message": "transcribe: The transcription service did not answer in "
-                                 "time: ReadTimeout('timed out')",
-                "stack_trace": "Traceback (most recent call last):\n" + STACK,
-                "inference": True, "step": rng.choice(["fetch", "transcribe", "proofread"]),
-                "created_at": job["updated_at"],
-            })
+        data = generate(rng, datetime.now(timezone.utc))
+        users = [row | {"password": password_hash} for row in data.users]
+        jobs, docs, logs = data.jobs, data.documents, data.logs
 
         tables = db.metadata.tables
         with db.engine.begin() as conn:
@@ -270,9 +182,6 @@ def seed(app, rng: random.Random) -> dict:
             "documents": len(docs), "logs": len(logs)}
 
 
-LOREM_BYTES = (LOREM * 2).encode()
-
-
 def vacuum_analyze(url) -> None:
     from sqlalchemy import create_engine, text
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
@@ -283,34 +192,6 @@ def vacuum_analyze(url) -> None:
 
 # --------------------------------------------------------------------------------------------
 # 2. gunicorn
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (all its threads), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def child_pids(pid: int) -> list[int]:
-    pids = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            pids += [int(x) for x in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return pids
-
 
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) jiffies over all CPUs, from /proc/stat."""

@@ -508,7 +508,10 @@ def test_killed_worker_and_recycling_finish_every_job_once(stack, tmp_path, whis
         return client.call("GET", "/transcriptions?limit=5", what="GET /transcriptions",
                            headers=headers[random.choice(users)])
 
-    with LoadLoop(client, [list_jobs], threads=2, max_seconds=100, pause=0.1) as load, \
+    # The pause sets how often a worker reaches --max-requests: with fast answers, 0.1 s
+    # recycled each worker every ~2 s, shorter than one job (~4.5 s), which then never
+    # finished. At 0.3 s a worker lives ~6 s whatever the answer time.
+    with LoadLoop(client, [list_jobs], threads=2, max_seconds=100, pause=0.3) as load, \
             LeaseSampler(db.engine, ids) as sampler:
         kill_worker_running(want_mark=True)
         kill_worker_running(want_mark=False)
