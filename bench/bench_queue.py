@@ -187,15 +187,16 @@ def main() -> None:
     parser.add_argument("--processes", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--users", type=int, default=10)
-    parser.add_argument("--latency", type=float, default=0.5,
-                        help="seconds the fake service takes to accept the audio (then ~1 s "
-                             "until the first poll finds the transcript)")
+    parser.add_argument("--latency", type=float, default=3.0,
+                        help="seconds the fake transcription service takes per job (its "
+                             "submit answer); the rest of a job is local FFmpeg and Pandoc work")
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ezra-bench-queue-"))
     audio = make_audio(work / "talk.mp3", 3)
     print(f"{args.jobs} jobs from {args.users} users in one burst; fake engine latency "
-          f"{args.latency} s + first poll 1 s; logs in {work}")
+          f"{args.latency} s per job; {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}; logs in {work}")
     print(f"{'mode':8} {'procs':>5} {'wait p50':>9} {'wait p99':>9} {'jobs/min':>9} "
           f"{'speed-up':>9} {'idle-while-waiting':>19}")
     for mode in args.modes:
