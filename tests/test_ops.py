@@ -42,7 +42,8 @@ def test_readyz_on_embedded_defaults_checks_the_bundled_model_without_loading_it
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["checks"]["engine"] == {"ok": True,
                                                       "detail": "local: whisper-base (multilingual)"}
-    assert not local_whisper._models  # readiness never loads the model
+    # Readiness never loads the model (this app's choice: its own cache folder).
+    assert local_whisper.model_choice(app.config) not in local_whisper._models
 
 
 def test_readyz_is_503_and_names_the_missing_engine_setting(make_app):
