@@ -13,7 +13,6 @@ process never loads it.
 """
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import os
@@ -213,16 +212,6 @@ def load_model(choice: ModelChoice):
                  choice.compute_type, choice.threads)
         _models[choice] = model
         return model
-
-
-def release_memory() -> None:
-    """Hand freed heap back to the system between chunks: decoding a chunk allocates and
-    frees large buffers in several threads, and glibc keeps them otherwise, so a long job's
-    RSS would creep up chunk after chunk."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
 
 
 # Transcribing ---------------------------------------------------------------------------------

@@ -402,7 +402,6 @@ class LocalWhisperEngine:
             finally:
                 if not whole:
                     piece.unlink(missing_ok=True)
-                local_whisper.release_memory()
             results[index] = chunk_result(" ".join(t for _, _, t in segments), segments)
             job.store.save(index, results[index])
             _check_stop(job.store)
