@@ -364,8 +364,8 @@ class OpenAIEngine:
 def _openai_segments(answer: Any, offset: float) -> list[Segment] | None:
     """Timed segments of a verbose_json answer, shifted to the whole audio; None without."""
     segments = getattr(answer, "segments", None)
-    if not segments:
-        return None if segments is None else []
+    if not segments:  # a text without segments has no timestamps; silence has neither
+        return None if segments is None or getattr(answer, "text", "").strip() else []
     timed = []
     for segment in segments:
         get = segment.get if isinstance(segment, dict) else (
