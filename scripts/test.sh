@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything into .venv, make sure PostgreSQL is up, run the whole test suite.
+# Install everything into .venv, make sure PostgreSQL (and Redis, for the Celery tests) are up,
+# run the tests: the default tier, or the slow one with `-m slow` (pytest.ini).
 # TEST_DATABASE_URL picks the server (default: the local `test` database, trust auth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,5 +23,16 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   done
 fi
 pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432"; exit 1; }
+
+# tests/test_celery.py needs a Redis on 127.0.0.1:6379 (it uses db 10): start one if none answers.
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  if command -v redis-server >/dev/null 2>&1; then
+    echo "Starting Redis..."
+    redis-server --bind 127.0.0.1 --port 6379 --save "" --appendonly no --daemonize yes
+  else
+    echo "No Redis on 127.0.0.1:6379 and no redis-server to start (apt-get install redis-server)"
+    exit 1
+  fi
+fi
 
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"

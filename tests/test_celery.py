@@ -18,6 +18,8 @@ from models import Transcription
 from test_jobs import worker_env
 from test_pipeline import pipeline_config, setup, talk, upload, wait_for  # noqa: F401
 
+pytestmark = pytest.mark.slow  # two Celery worker processes and a real Redis: tens of seconds
+
 BROKER = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/10")
 
 

@@ -245,6 +245,7 @@ def test_worker_refuses_zero_slots(app):
     assert "EXECUTOR_MAX_WORKERS=0" in result.output
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_whole_service_then_restart_continues_the_job_at_once(
         setup, fake_whisper, fake_openai, talk, tmp_path):
     """gunicorn (two workers, slots started by gunicorn.conf.py) is SIGKILLed mid-job with a
