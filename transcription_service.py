@@ -26,6 +26,7 @@ import requests
 
 import local_whisper
 from audio_service import compact_extension, cut_segment, detect_silences, plan_chunks, require_audio
+from metrics import outside_call
 
 log = logging.getLogger("ezra.transcription")
 
@@ -221,8 +222,8 @@ class RemoteWhisperEngine:
         if job.prompt:
             data["prompt"] = job.prompt[:MAX_PROMPT_CHARS]
         try:
-            with open(job.audio, "rb") as fh:  # requests streams the file object
-                response = requests.post(
+            with open(job.audio, "rb") as fh, outside_call("transcribe_remote"):
+                response = requests.post(  # requests streams the file object
                     self.submit_url, headers=self.headers, data=data,
                     files={"audio": (f"{job.job_id}{job.audio.suffix}", fh, "audio/ogg")},
                     timeout=(10, 600))
@@ -252,8 +253,10 @@ class RemoteWhisperEngine:
                     f"{int(self.timeout_seconds // 60)} minutes",
                     f"no result {self.timeout_seconds:.0f}s after submit")
             try:
-                response = requests.post(self.result_url, headers=self.headers,
-                                         json={"transcription_id": job.job_id}, timeout=(10, 120))
+                with outside_call("transcribe_remote"):
+                    response = requests.post(self.result_url, headers=self.headers,
+                                             json={"transcription_id": job.job_id},
+                                             timeout=(10, 120))
             except requests.RequestException as exc:
                 response, error = None, str(exc)
             if response is not None:
@@ -342,23 +345,27 @@ class OpenAIEngine:
         again for plain JSON, and remembered for the rest of this engine's life."""
         from openai import BadRequestError
         try:
-            if self.verbose:
-                try:
-                    with open(piece, "rb") as fh:
-                        return self.client.audio.transcriptions.create(
-                            model=self.model, file=(piece.name, fh),
-                            response_format="verbose_json", **extra)
-                except BadRequestError as exc:
-                    if "response_format" not in str(exc) and "verbose_json" not in str(exc):
-                        raise
-                    log.info("the transcription provider refuses verbose_json: %s", exc)
-                    self.verbose = False
-            with open(piece, "rb") as fh:
-                return self.client.audio.transcriptions.create(
-                    model=self.model, file=(piece.name, fh), **extra)
+            with outside_call("transcribe_openai"):
+                return self._create(piece, extra, BadRequestError)
         except Exception as exc:  # openai.APIError and network errors alike
             raise TranscriptionError("The transcription service failed",
                                      f"{piece.name}: {exc}") from exc
+
+    def _create(self, piece: Path, extra: dict[str, Any], bad_request: type[Exception]):
+        if self.verbose:
+            try:
+                with open(piece, "rb") as fh:
+                    return self.client.audio.transcriptions.create(
+                        model=self.model, file=(piece.name, fh),
+                        response_format="verbose_json", **extra)
+            except bad_request as exc:
+                if "response_format" not in str(exc) and "verbose_json" not in str(exc):
+                    raise
+                log.info("the transcription provider refuses verbose_json: %s", exc)
+                self.verbose = False
+        with open(piece, "rb") as fh:
+            return self.client.audio.transcriptions.create(
+                model=self.model, file=(piece.name, fh), **extra)
 
 
 def _openai_segments(answer: Any, offset: float) -> list[Segment] | None:

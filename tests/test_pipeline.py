@@ -111,8 +111,16 @@ def wait_for(client, headers, job_id, statuses=("completed", "error", "cancelled
     raise AssertionError(f"job stayed {job['status']}: {job}")
 
 
+def outside_calls(service: str) -> float:
+    """How many calls to an outside service this process has timed (/metrics' counter)."""
+    from prometheus_client import REGISTRY
+    return REGISTRY.get_sample_value("ezra_outside_call_seconds_count",
+                                     {"service": service}) or 0.0
+
+
 def test_upload_job_runs_to_three_documents(setup, fake_whisper, fake_openai, talk):
     app, client, headers = setup()
+    remote_calls, proofread_calls = outside_calls("transcribe_remote"), outside_calls("proofread")
     fake_whisper.polls_before_ready = 2
     fake_whisper.transcript_for = lambda audio, tid, prompt: (
         "first paragraph of the talk.\n\nsecond paragraph, with the end.")
@@ -135,6 +143,9 @@ def test_upload_job_runs_to_three_documents(setup, fake_whisper, fake_openai, ta
 
     (submit,) = fake_whisper.submits
     assert submit["transcription_id"] == job_id
+    # Every call to the outside services is timed for /metrics: one submit and the polls.
+    assert outside_calls("transcribe_remote") - remote_calls == 1 + len(fake_whisper.polls)
+    assert outside_calls("proofread") - proofread_calls == len(fake_openai.chat_requests)
     assert submit["prompt"] == "Names: Ezra, Nehemia"
     assert submit["auth"] == f"Bearer {fake_whisper.api_key}"
     assert fake_openai.chat_requests[0]["system"] == "Fix punctuation."
@@ -195,9 +206,12 @@ def test_openai_engine_chunks_at_silences_in_order(setup, fake_openai, talk, tmp
         return f"[{probe_audio(fh.name).duration:.2f}]"
     fake_openai.transcript_for = by_duration
     fake_openai.delay = {"transcriptions": 0.2}
+    calls_before = outside_calls("transcribe_openai")
     job_id = upload(client, headers, talk)
     job = wait_for(client, headers, job_id)
     assert job["status"] == "completed", job
+    assert outside_calls("transcribe_openai") - calls_before == len(
+        fake_openai.transcription_requests)
     with app.app_context():
         from audio_service import encode_compact
         compact = tmp_path / "compact.ogg"
