@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -133,12 +133,19 @@ def run_pending(count: int, work: Callable[[int], str], store: ChunkStore,
         futures = {pool.submit(guarded, i) for i in pending}
         try:
             while futures:
-                finished, futures = wait(futures, timeout=1, return_when=FIRST_EXCEPTION)
+                # FIRST_COMPLETED, not FIRST_EXCEPTION: the latter returns only on a failure,
+                # when all are done or at the timeout, so answers piled up unsaved for up to a
+                # second and a killed runner paid for them again.
+                finished, futures = wait(futures, timeout=1, return_when=FIRST_COMPLETED)
+                failed = [f for f in finished if f.exception() is not None]
                 for future in finished:
-                    index, text = future.result()
-                    store.save(index, text)
-                    results[index] = text
-                    store.progress(len(results), count)
+                    if future not in failed:  # every paid answer is kept, even beside a failure
+                        index, text = future.result()
+                        store.save(index, text)
+                        results[index] = text
+                        store.progress(len(results), count)
+                if failed:
+                    failed[0].result()
                 if store.should_stop():
                     raise Cancelled()
         except BaseException:
