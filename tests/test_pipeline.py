@@ -410,6 +410,7 @@ def _stored_inputs(app, job_id: str, stage: str) -> list[str]:
     return [text.removeprefix("PROOFREAD[").removesuffix("]") for _, text in rows]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["transcribe", "proofread"])
 def test_killed_runner_resumes_without_paying_twice(setup, make_app, pipeline_config,
                                                     fake_openai, tmp_path, stage):
