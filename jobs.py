@@ -120,6 +120,8 @@ def _process_start() -> str:
 
 
 def _start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks; None when it is gone or a zombie (killed,
+    not yet reaped: a container's init may take its time), "?" when unreadable."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read().decode(errors="replace")
@@ -127,8 +129,11 @@ def _start_ticks(pid: int) -> str | None:
         return None
     except OSError:
         return "?"
-    # Field 22 (starttime); the command name in parentheses may hold spaces.
+    # Field 3 is the state, field 22 the start time; the command name in parentheses may hold
+    # spaces.
     fields = stat.rsplit(")", 1)[-1].split()
+    if fields and fields[0] in ("Z", "X"):
+        return None
     return fields[19] if len(fields) > 19 else "?"
 
 
@@ -150,10 +155,12 @@ def owner_is_dead_here(owner: str) -> bool:
         return True
     except PermissionError:
         pass  # exists, another user's
+    started = _start_ticks(pid)
+    if started is None:
+        return True  # a zombie: killed, waiting to be reaped
     recorded = parts[2].split(".", 1)[0] if "." in parts[2] else None
     if recorded and recorded not in ("0", "?"):
-        started = _start_ticks(pid)
-        return started is None or (started != "?" and started != recorded)  # pid reused
+        return started != "?" and started != recorded  # pid reused
     return False
 
 

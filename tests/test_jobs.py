@@ -133,6 +133,25 @@ def test_owner_liveness_on_this_host():
     assert not jobs.owner_is_dead_here("garbage")
 
 
+def test_a_killed_process_not_yet_reaped_is_dead():
+    """A SIGKILLed worker stays a zombie until its parent (or a container's init) reaps it;
+    its pid still answers signal 0, but it runs nothing."""
+    process = subprocess.Popen(["sleep", "60"])
+    try:
+        owner = f"{socket.gethostname()}:{process.pid}:{jobs._start_ticks(process.pid)}.abcd"
+        assert not jobs.owner_is_dead_here(owner)
+        process.kill()
+        for _ in range(200):  # until the kernel has made it a zombie (bounded: 2 s)
+            if jobs._start_ticks(process.pid) is None:
+                break
+            threading.Event().wait(0.01)
+        os.kill(process.pid, 0)  # still there: not reaped
+        assert jobs.owner_is_dead_here(owner)
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
 def test_stale_leases_of_dead_processes_are_taken_over(app):
     users = add_users(app, "u")
     dead, alive, elsewhere = add_jobs(app, [users["u"]] * 3)
