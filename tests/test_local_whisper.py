@@ -528,8 +528,8 @@ def test_five_minutes_of_english_within_the_word_error_rate(whisper_config, tmp_
         job_id="five-minutes", audio=audio, work_dir=tmp_path, prompt=None,
         store=MemoryStore(), language="en"))
     reference = (ROOT / "bench" / "data" / "en-5min.txt").read_text()
-    # Measured 6.7% to 8.7% between runs (Whisper falls back to sampling on unsure
-    # windows): a bound that catches a broken engine, not the 5% target (bench/).
-    assert word_error_rate(reference, transcript.text) <= 0.10
+    # Measured 4.9% in every run (the sampling fallback is seeded); the bound leaves room
+    # for another CPU's int8 kernels.
+    assert word_error_rate(reference, transcript.text) <= 0.06
     ends = [end for _, end, _ in transcript.segments]
     assert ends == sorted(ends) and ends[-1] <= require_audio(audio) + 0.05
