@@ -31,7 +31,8 @@ from bench_data import (ADMIN_NAME, PASSWORD, USER_NAME, child_pids, free_port, 
                         memory_kib, stop_process_group)
 
 ROOT = Path(__file__).resolve().parent.parent
-LEGACY_SCHEMA = ROOT / "tests" / "legacy_schema.sql"
+sys.path.insert(0, str(ROOT / "tests"))
+from legacy_schema import LEGACY_COLUMNS, LEGACY_SCHEMA_SQL  # noqa: E402  (the migration test's)
 PROBE_CONFIG = Path(__file__).resolve().parent / "gunicorn_probe.py"
 WORKTREE = "WORKTREE"
 ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -41,15 +42,6 @@ LEGACY_METHOD = "pbkdf2:sha256:600000"
 TOTAL_BUDGET_S = 1800.0
 STARTUP_TIMEOUT_S = 60.0
 
-LEGACY_COLUMNS = {
-    "users": ["id", "username", "password", "is_admin", "created_at"],
-    "transcriptions": ["id", "user_id", "audio_file_path", "google_drive_url",
-                       "txt_document_path", "md_document_path", "word_document_path", "status",
-                       "transcribe_prompt", "proofread_prompt", "inference_duration",
-                       "created_at", "updated_at"],
-    "error_logs": ["id", "user_id", "transcription_id", "error_message", "stack_trace",
-                   "inference", "created_at"],
-}
 LEGACY_DIRS = {"txt": ("txt", "txt"), "md": ("md", "md"), "docx": ("word", "docx")}
 
 
@@ -151,7 +143,7 @@ def seed_legacy(db_name: str, legacy_root: Path) -> dict:
 
     engine = create_engine(ADMIN_URL.rsplit("/", 1)[0] + "/" + db_name)
     with engine.begin() as conn:
-        conn.execute(text(LEGACY_SCHEMA.read_text()))
+        conn.execute(text(LEGACY_SCHEMA_SQL))
         for name, rows in (("users", users), ("transcriptions", jobs), ("error_logs", logs)):
             target = table(name, *[column(c) for c in LEGACY_COLUMNS[name]])
             for start in range(0, len(rows), 5000):

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, bearer, login
 from database import db
 from models import Transcription
-from test_jobs import worker_env
+from test_jobs import stop_gracefully, worker_env
 from test_pipeline import pipeline_config, setup, talk, upload, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.slow  # two Celery worker processes and a real Redis: tens of seconds
@@ -62,13 +62,7 @@ def celery_workers(tmp_path, broker):
     start.logs = lambda: [open(path).read() for _, _, path in processes]
     yield start
     for process, log, _path in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_gracefully(process)
         log.close()
 
 

@@ -194,14 +194,19 @@ def start_worker(tmp_path):
         return process
     yield start
     for process, log in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_gracefully(process)
         log.close()
+
+
+def stop_gracefully(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM (a worker hands its jobs back), then SIGKILL if it has not ended in time."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def lease_owner(app, job_id: str) -> str | None:

@@ -31,6 +31,7 @@ from werkzeug.security import generate_password_hash
 from config import normalize_database_url
 from conftest import ROOT, TEST_DATABASE_URL, base_config, bearer, upgrade_database
 from database import db
+from legacy_schema import LEGACY_COLUMNS, LEGACY_SCHEMA_SQL
 
 MIGRATIONS = ROOT / "migrations"
 # The same filter as migrations/env.py: the old hand-made migration log stays in legacy
@@ -230,24 +231,6 @@ def test_cli_commands_start_no_job_threads(tmp_path):
 
 
 # --- 5. a legacy deployment upgrades in place ------------------------------------------------
-
-# What the earlier implementation's hand-made scripts created (shared/legacy-schema.md).
-LEGACY_SCHEMA_SQL = (Path(__file__).parent / "legacy_schema.sql").read_text()
-
-LEGACY_COLUMNS = {
-    "users": ["id", "username", "password", "is_admin", "created_at"],
-    "transcriptions": ["id", "user_id", "audio_file_path", "google_drive_url",
-                       "txt_document_path", "md_document_path", "word_document_path", "status",
-                       "transcribe_prompt", "proofread_prompt", "inference_duration",
-                       "created_at", "updated_at"],
-    "error_logs": ["id", "user_id", "transcription_id", "error_message", "stack_trace",
-                   "inference", "created_at"],
-    "transcribe_prompts": ["id", "version", "prompt", "created_at"],
-    "proofread_prompts": ["id", "version", "prompt", "created_at"],
-    "system_settings": ["id", "setting_key", "setting_value", "description", "created_at",
-                        "updated_at"],
-    "migrations": ["id", "version", "description", "applied_at", "checksum"],
-}
 
 # username -> (password, Werkzeug method, is_admin)
 LEGACY_USERS = {
