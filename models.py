@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
+from enum import StrEnum
 
 from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
                         String, Text, Uuid, false, func, text)
@@ -15,20 +16,26 @@ from sqlalchemy.orm import Mapped, mapped_column
 from database import db
 from logging_setup import current_request_id
 
-# The contract's status words, in pipeline order. The frontend maps each to a label.
-SUBMITTED = "submitted"
-UPLOADING = "uploading"
-TRIMMING = "trimming"
-WAITING = "waiting"
-TRANSCRIBING = "transcribing"
-WAITING_FOR_PROOFREADING = "waiting_for_proofreading"
-PROOFREADING = "proofreading"
-CONVERTING = "converting"
-COMPLETED = "completed"
-ERROR = "error"
-CANCELLED = "cancelled"  # new: a job the user stopped
+class JobStatus(StrEnum):
+    """The contract's status words, in pipeline order; the one vocabulary for them. A `str`
+    enum: the database column and the JSON hold these same strings. The frontend maps each
+    to a label."""
+    SUBMITTED = "submitted"
+    UPLOADING = "uploading"
+    TRIMMING = "trimming"
+    WAITING = "waiting"
+    TRANSCRIBING = "transcribing"
+    WAITING_FOR_PROOFREADING = "waiting_for_proofreading"
+    PROOFREADING = "proofreading"
+    CONVERTING = "converting"
+    COMPLETED = "completed"
+    ERROR = "error"
+    CANCELLED = "cancelled"  # new: a job the user stopped
 
-FINAL_STATUSES = frozenset({COMPLETED, ERROR, CANCELLED})
+
+# A tuple, so the partial index's SQL below keeps its order (migrations created it so).
+FINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.CANCELLED)
+_UNFINISHED_SQL = "status NOT IN ({})".format(", ".join(f"'{s}'" for s in FINAL_STATUSES))
 DOCUMENT_KINDS = ("txt", "md", "docx")
 # The transcript's timed segments (JSON [[start, end, text], ...], seconds into the job's
 # audio) for engines that give them; SRT and VTT are made from it on download.
@@ -68,8 +75,7 @@ class Transcription(db.Model):
         Index("ix_transcriptions_created_at", "created_at"),
         # What runners claim from: only unfinished rows, oldest first (jobs.py).
         Index("ix_transcriptions_unfinished", "created_at",
-              postgresql_where=text("status NOT IN ('completed', 'error', 'cancelled')"),
-              sqlite_where=text("status NOT IN ('completed', 'error', 'cancelled')")),
+              postgresql_where=text(_UNFINISHED_SQL), sqlite_where=text(_UNFINISHED_SQL)),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -81,7 +87,8 @@ class Transcription(db.Model):
     txt_document_path: Mapped[str | None] = mapped_column(Text)
     md_document_path: Mapped[str | None] = mapped_column(Text)
     word_document_path: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str | None] = mapped_column(Text, default=SUBMITTED, server_default=SUBMITTED)
+    status: Mapped[str | None] = mapped_column(Text, default=JobStatus.SUBMITTED,
+                                               server_default=JobStatus.SUBMITTED.value)
     transcribe_prompt: Mapped[str | None] = mapped_column(Text)
     proofread_prompt: Mapped[str | None] = mapped_column(Text)
     inference_duration: Mapped[int | None] = mapped_column(Integer)

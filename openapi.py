@@ -22,6 +22,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from werkzeug.routing import Rule
 
 from auth_routes import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH
+from models import FINAL_STATUSES, JobStatus
 from validation import MAX_INT_ID
 
 bp = Blueprint("openapi", __name__)
@@ -89,9 +90,7 @@ UUID = string(format="uuid")
 INT_ID = integer(minimum=1, maximum=MAX_INT_ID)
 DIGITS_ID = string(pattern=r"^\s*\d{1,10}\s*$",
                    description="a numeric string, as select boxes send")
-STATUS_WORDS = ("submitted", "uploading", "trimming", "waiting", "transcribing",
-                "waiting_for_proofreading", "proofreading", "converting", "completed", "error",
-                "cancelled")
+STATUS_WORDS = tuple(status.value for status in JobStatus)
 STATUS = null(string(description="one of: " + ", ".join(STATUS_WORDS) +
                      " (null only on legacy rows)"))
 PROGRESS = null(obj({
@@ -137,8 +136,8 @@ def component_schemas() -> dict:
             "proofread_note": null(string(description="why the Markdown is not proofread")),
             "progress": PROGRESS,
         }),
-        "CancelResult": obj({"message": string(), "status": string(enum=["cancelled"] + [
-            s for s in STATUS_WORDS if s not in ("completed", "error", "cancelled")])}),
+        "CancelResult": obj({"message": string(), "status": string(enum=[JobStatus.CANCELLED.value] + [
+            s for s in STATUS_WORDS if s not in FINAL_STATUSES])}),
         "RetryResult": obj({"message": string(), "transcription_id": UUID, "status": string()}),
         "AdminTranscription": obj({
             "id": UUID,

@@ -32,7 +32,7 @@ from jobs import (LeaseKeeper, _drain, _draining, _lease_held, enqueue, init_app
                   recover_jobs, run_job, set_job_handler)
 from links import parse_link
 from metrics import observe_step
-from models import AppAsset, Document, ErrorLog, JobChunk, Transcription, utcnow
+from models import AppAsset, Document, ErrorLog, JobChunk, JobStatus, Transcription, utcnow
 from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
 from proofreading_service import ProofreadError, Proofreader, split_into_slices
 from storage import job_dir, remove_job_files
@@ -128,7 +128,7 @@ class JobRun:
         if _draining.is_set():
             raise JobStopped("process exiting")
         if self.keeper.cancelled.is_set():
-            raise JobStopped("cancelled")
+            raise JobStopped(JobStatus.CANCELLED)
 
     def set_status(self, status: str, **values) -> None:
         """Commit the status word before the step's slow work starts."""
@@ -148,7 +148,8 @@ class JobRun:
         self.step, self.step_started = status, now
         if result.rowcount != 1:
             self.keeper.renew()  # finds out whether it was a cancel or a lost lease
-            raise JobStopped("cancelled" if self.keeper.cancelled.is_set() else "lease lost")
+            raise JobStopped(JobStatus.CANCELLED if self.keeper.cancelled.is_set()
+                             else "lease lost")
 
     def update(self, **values) -> None:
         db.session.execute(update(Transcription).where(Transcription.id == self.job_id)
@@ -201,12 +202,12 @@ class JobRun:
                 markdown = self.proofread(job, transcript)
             if not self.has_document("docx"):
                 self.convert(markdown)
-            self.set_status(m.COMPLETED, error_message=None)
+            self.set_status(JobStatus.COMPLETED, error_message=None)
         except JobStopped as stop:
-            if str(stop) == "cancelled":
-                self.update(status=m.CANCELLED, error_message="Cancelled by the user",
+            if str(stop) == JobStatus.CANCELLED:
+                self.update(status=JobStatus.CANCELLED, error_message="Cancelled by the user",
                             updated_at=utcnow())
-                log.info("job=%s step=%s status=cancelled", self.job_id, self.step)
+                log.info("job=%s step=%s status=%s", self.job_id, self.step, JobStatus.CANCELLED)
             else:
                 log.warning("job=%s step=%s stopped (%s); another runner continues",
                             self.job_id, self.step, stop)
@@ -222,7 +223,7 @@ class JobRun:
         job = self.load()
         # The status and its log row in one transaction: whoever sees `error` finds the log.
         db.session.execute(update(Transcription).where(Transcription.id == self.job_id)
-                           .values(status=m.ERROR, updated_at=utcnow(),
+                           .values(status=JobStatus.ERROR, updated_at=utcnow(),
                                    error_message=storable_text(failure.message)[:500])
                            .execution_options(synchronize_session=False))
         db.session.add(ErrorLog(
@@ -252,10 +253,10 @@ class JobRun:
         # Imported on first use: yt-dlp is heavy and most jobs in a worker never need it.
         from fetch_service import FetchError, fetch_drive, fetch_youtube
 
-        self.set_status(m.UPLOADING)
+        self.set_status(JobStatus.UPLOADING)
         source = parse_link(job.google_drive_url)
         limits = dict(max_bytes=self.config["MAX_DOWNLOAD_MB"] * 1024 * 1024,
-                      progress=lambda done, total: self.progress("uploading", done, total),
+                      progress=lambda done, total: self.progress(JobStatus.UPLOADING, done, total),
                       cancel=_EventView(self.keeper),
                       allow_private=self.config["ALLOW_PRIVATE_ADDRESSES"])
         try:
@@ -294,13 +295,13 @@ class JobRun:
             raise StepFailure("fetch", str(exc)) from exc
         start, end = (None, None) if windowed else (job.start_seconds, job.end_seconds)
         if start is not None or end is not None:
-            self.set_status(m.TRIMMING)
+            self.set_status(JobStatus.TRIMMING)
             try:
                 start, end = check_window(duration, start, end)
             except AudioError as exc:
                 raise StepFailure("trim", str(exc)) from exc
         else:
-            self.set_status(m.WAITING)
+            self.set_status(JobStatus.WAITING)
         length = (end if end is not None else duration) - (start or 0)
         if length > self.config["MAX_AUDIO_SECONDS"]:
             raise StepFailure("fetch", f"The audio is {int(length // 60)} minutes long; the "
@@ -326,22 +327,23 @@ class JobRun:
         return audio
 
     def transcribe(self, job: Transcription, audio: Path) -> str:
-        if self.step != m.WAITING:
-            self.set_status(m.WAITING)
+        if self.step != JobStatus.WAITING:
+            self.set_status(JobStatus.WAITING)
         prompt = job.transcribe_prompt
         if prompt is None:
             active = active_prompt(m.TranscribePrompt)
             prompt = active.prompt if active else ""
         # The request's language, else the admin's default, else Whisper detects it.
         language = job.language or default_language()
-        self.set_status(m.TRANSCRIBING, transcribe_prompt=prompt, language=language,
+        self.set_status(JobStatus.TRANSCRIBING, transcribe_prompt=prompt, language=language,
                         engine=self.config["TRANSCRIBE_ENGINE"])
         started = time.monotonic()
         try:
             engine = engine_from_config(self.config)
             transcript = engine.transcribe(EngineJob(
                 job_id=str(self.job_id), audio=audio, work_dir=audio.parent, prompt=prompt,
-                language=language, store=DbChunkStore(self, "transcribe", m.TRANSCRIBING)))
+                language=language,
+                store=DbChunkStore(self, "transcribe", JobStatus.TRANSCRIBING)))
         except Cancelled:
             self.check()
             raise
@@ -367,7 +369,7 @@ class JobRun:
         return text
 
     def proofread(self, job: Transcription, transcript: str) -> str:
-        self.set_status(m.WAITING_FOR_PROOFREADING)
+        self.set_status(JobStatus.WAITING_FOR_PROOFREADING)
         skip_reason = None
         if not get_flag(SETTING_PROOFREADING_ENABLED, default=True):
             skip_reason = "Proofreading is switched off by an admin; this is the raw transcript"
@@ -383,15 +385,15 @@ class JobRun:
             prompt = active.prompt if active else ""
         model = get_setting(SETTING_PROOFREAD_MODEL) or self.config["PROOFREAD_MODEL"]
         db.session.commit()
-        self.set_status(m.PROOFREADING, proofread_prompt=prompt, proofread_note=None)
+        self.set_status(JobStatus.PROOFREADING, proofread_prompt=prompt, proofread_note=None)
         slices = split_into_slices(transcript, self.config["PROOFREAD_SLICE_CHARS"])
         proofreader = Proofreader(self.config["DEEPSEEK_BASE_URL"], self.config["DEEPSEEK_API_KEY"],
                                   model, self.config["PROOFREAD_CONCURRENCY"],
                                   self.config["PROOFREAD_TIMEOUT_SECONDS"],
                                   self.config["PROOFREAD_MAX_RETRIES"])
         try:
-            markdown = proofreader.proofread(slices, prompt,
-                                             DbChunkStore(self, "proofread", m.PROOFREADING))
+            markdown = proofreader.proofread(
+                slices, prompt, DbChunkStore(self, "proofread", JobStatus.PROOFREADING))
         except Cancelled:
             self.check()
             raise
@@ -401,7 +403,7 @@ class JobRun:
         return markdown
 
     def convert(self, markdown: str) -> None:
-        self.set_status(m.CONVERTING)
+        self.set_status(JobStatus.CONVERTING)
         custom = db.session.get(AppAsset, REFERENCE_DOCX_ASSET)
         reference_bytes = custom.content if custom else None
         db.session.commit()
@@ -449,14 +451,14 @@ def cancel(job: Transcription) -> str:
         raise APIError(409, f"The transcription is already {job.status}")
     job.cancel_requested = True
     if not _lease_held(job):
-        job.status = m.CANCELLED
+        job.status = JobStatus.CANCELLED
         job.error_message = "Cancelled by the user"
     db.session.commit()
     return job.status
 
 
 def retry(job: Transcription) -> None:
-    if job.status not in (m.ERROR, m.CANCELLED):
+    if job.status not in (JobStatus.ERROR, JobStatus.CANCELLED):
         raise APIError(409, f"Only failed or cancelled transcriptions can be retried; "
                             f"this one is {job.status}")
     if _lease_held(job):
@@ -465,16 +467,17 @@ def retry(job: Transcription) -> None:
     # One statement decides: of concurrent retries of one job exactly one matches.
     claimed = db.session.execute(
         update(Transcription)
-        .where(Transcription.id == job.id, Transcription.status.in_((m.ERROR, m.CANCELLED)),
+        .where(Transcription.id == job.id,
+               Transcription.status.in_((JobStatus.ERROR, JobStatus.CANCELLED)),
                or_(Transcription.lease_expires_at.is_(None),
                    Transcription.lease_expires_at <= now))
-        .values(status=m.SUBMITTED, error_message=None, cancel_requested=False, attempts=0,
-                updated_at=now)
+        .values(status=JobStatus.SUBMITTED, error_message=None, cancel_requested=False,
+                attempts=0, updated_at=now)
         .execution_options(synchronize_session=False)).rowcount
     if claimed != 1:
         db.session.rollback()
         raise APIError(409, "The transcription is already being retried")
-    if job.status == m.ERROR:
+    if job.status == JobStatus.ERROR:
         # A failed remote step starts over: a fresh submission with a fresh deadline.
         db.session.execute(delete(JobChunk).where(
             JobChunk.transcription_id == job.id, JobChunk.stage == "transcribe",

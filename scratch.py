@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from database import db
 from errors import APIError
-from models import COMPLETED, FINAL_STATUSES, Transcription, as_utc, utcnow
+from models import FINAL_STATUSES, JobStatus, Transcription, as_utc, utcnow
 from storage import job_dir, storage_root, upload_tmp_dir
 
 log = logging.getLogger("ezra.scratch")
@@ -71,7 +71,8 @@ def folder_bytes(path: Path) -> int:
 def user_scratch_bytes(user_id: int) -> int:
     """Bytes in the scratch folders of the user's jobs (completed jobs hold none)."""
     ids = db.session.execute(select(Transcription.id).where(
-        Transcription.user_id == user_id, Transcription.status != COMPLETED)).scalars().all()
+        Transcription.user_id == user_id,
+        Transcription.status != JobStatus.COMPLETED)).scalars().all()
     return sum(folder_bytes(job_dir(job_id)) for job_id in ids)
 
 

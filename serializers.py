@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, exists, select
 
 from pandoc_service import safe_download_name
-from models import DOCUMENT_KINDS, Document, ErrorLog, SystemSetting, Transcription, User, as_utc
+from models import (DOCUMENT_KINDS, Document, ErrorLog, JobStatus, SystemSetting, Transcription, User,
+                    as_utc)
 
 # Contract file_type -> stored document kind, and the legacy path column for each kind.
 FILE_TYPES = {"txt": "txt", "md": "md", "word": "docx", "docx": "docx"}
@@ -110,8 +111,8 @@ def progress(t: Any) -> dict[str, Any] | None:
     transcribed, slices proofread."""
     if t.progress_step is None:
         return None
-    unit = {"uploading": "bytes", "proofreading": "slices",
-            "transcribing": "seconds" if t.engine == "local" else "chunks"}
+    unit = {JobStatus.UPLOADING: "bytes", JobStatus.PROOFREADING: "slices",
+            JobStatus.TRANSCRIBING: "seconds" if t.engine == "local" else "chunks"}
     return {"step": t.progress_step, "done": t.progress_done, "total": t.progress_total,
             "unit": unit.get(t.progress_step)}
 

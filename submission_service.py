@@ -17,7 +17,7 @@ import pipeline
 from database import db
 from errors import APIError
 from links import LinkError, parse_link
-from models import FINAL_STATUSES, SUBMITTED, Transcription, User
+from models import FINAL_STATUSES, JobStatus, Transcription, User
 from storage import remove_job_files
 from system_settings import transcribing_allowed
 from validation import display_text
@@ -35,7 +35,7 @@ def ensure_accepting() -> None:
 def submit(user_id: int, *, link: str | None, upload: FileStorage | None,
            start: float | None, end: float | None, language: str | None = None) -> uuid.UUID:
     """Store the job (`submitted`) and announce it to the runners; its id."""
-    job = Transcription(id=uuid.uuid4(), user_id=user_id, status=SUBMITTED,
+    job = Transcription(id=uuid.uuid4(), user_id=user_id, status=JobStatus.SUBMITTED,
                         start_seconds=start, end_seconds=end, language=language)
     if link:
         allowed = current_app.config["ALLOWED_LINK_HOSTS"]

@@ -17,7 +17,7 @@ from body_limits import refuse_if_cut
 from database import db
 from errors import APIError
 from languages import WHISPER_LANGUAGES, normalize_language, unknown_language_hint
-from models import SEGMENTS_KIND, Document, Transcription, User
+from models import SEGMENTS_KIND, Document, JobStatus, Transcription, User
 from scratch import check_user_scratch
 from serializers import (FILE_TYPES, LEGACY_PATH_COLUMN, document_file_name, transcription_page,
                          user_transcription)
@@ -85,8 +85,8 @@ def get_transcription(transcription_id: str):
 def cancel_transcription(transcription_id: str):
     job = _own_transcription(transcription_id)
     status = pipeline.cancel(job)
-    return jsonify(message="Cancelled" if status == "cancelled" else "Cancelling",
-                   status=status), 200 if status == "cancelled" else 202
+    return jsonify(message="Cancelled" if status == JobStatus.CANCELLED else "Cancelling",
+                   status=status), 200 if status == JobStatus.CANCELLED else 202
 
 
 @bp.post("/transcriptions/<transcription_id>/retry")
