@@ -23,6 +23,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+from errors import ServiceError
+
 StrPath = str | os.PathLike[str]
 
 # Probing reads only the file header; a minute means FFmpeg is stuck, not slow.
@@ -31,7 +33,7 @@ PROBE_TIMEOUT = 60.0
 LONG_TIMEOUT = 1800.0
 
 
-class AudioError(Exception):
+class AudioError(ServiceError):
     """An audio file can't be used; str() is a short message a user can act on."""
 
 

@@ -23,6 +23,17 @@ class APIError(Exception):
         self.headers = headers or {}
 
 
+class ServiceError(Exception):
+    """An outside world failed: a download, FFmpeg, pandoc, the transcription or the
+    proofreading service. str() is a short message a person can act on; `detail` keeps the
+    upstream text for the error log. Each service raises its own subclass."""
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.detail = detail or message
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None):
     response = jsonify(error=message)
     response.status_code = status

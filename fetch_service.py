@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 from urllib.parse import urlsplit
 
+from errors import ServiceError
+
 log = logging.getLogger("ezra.fetch")
 
 Progress = Callable[[int, int | None], None]
@@ -60,13 +62,8 @@ TUNNEL_IDLE_SECONDS = 120.0
 YOUTUBE_STAGING = "youtube-download"
 
 
-class FetchError(Exception):
+class FetchError(ServiceError):
     """The source could not be fetched. str() is for the user, `detail` for the error log."""
-
-    def __init__(self, message: str, detail: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.detail = detail if detail is not None else message
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ import subprocess
 import unicodedata
 from pathlib import Path
 
+from errors import ServiceError
+
 DEFAULT_REFERENCE_DOCX = Path(__file__).parent / "assets" / "reference.docx"
 
 # A long transcript converts in about a second; this stops pathological input.
@@ -25,7 +27,7 @@ _HEAP_LIMIT = ["+RTS", "-M1024m", "-RTS"]
 _READER = "markdown-raw_attribute"
 
 
-class PandocError(Exception):
+class PandocError(ServiceError):
     """The document could not be produced; str() is a short message."""
 
 

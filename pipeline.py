@@ -270,7 +270,7 @@ class JobRun:
                                      **limits)
         except FetchError as exc:
             self.check()  # a cancel aborts the download too; say so rather than fail
-            raise StepFailure("fetch", str(exc), getattr(exc, "detail", None)) from exc
+            raise StepFailure("fetch", str(exc), exc.detail) from exc
         if result.windowed:
             (folder / "windowed").touch()
         if result.title and not job.audio_file_name:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from errors import ServiceError
 from metrics import outside_call
 from transcription_service import ChunkStore, run_pending
 from validation import storable_text
@@ -19,10 +20,8 @@ EMPTY_ANSWER_RETRIES = 2  # an empty answer to a non-empty slice is asked again,
 _SENTENCE_END = re.compile(r"(?<=[.!?…。？！])[\"'”’)\]]*\s+")
 
 
-class ProofreadError(Exception):
-    def __init__(self, message: str, detail: str | None = None):
-        super().__init__(message)
-        self.detail = detail or message
+class ProofreadError(ServiceError):
+    """The proofreading service failed; str() is for the user, `detail` for the log."""
 
 
 def split_into_slices(text: str, max_chars: int) -> list[str]:

@@ -26,6 +26,7 @@ import requests
 
 import local_whisper
 from audio_service import compact_extension, cut_segment, detect_silences, plan_chunks, require_audio
+from errors import ServiceError
 from metrics import outside_call
 
 log = logging.getLogger("ezra.transcription")
@@ -36,12 +37,8 @@ MAX_PROMPT_CHARS = 2000
 MIN_CHUNK_SECONDS = 0.3  # Whisper reads only the last ~224 tokens of a prompt anyway
 
 
-class TranscriptionError(Exception):
+class TranscriptionError(ServiceError):
     """The engine failed; str() is for the user, `detail` (upstream text) for the log."""
-
-    def __init__(self, message: str, detail: str | None = None):
-        super().__init__(message)
-        self.detail = detail or message
 
 
 class Cancelled(Exception):
