@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from errors import ServiceError
+from validation import format_hms
 
 StrPath = str | os.PathLike[str]
 
@@ -346,14 +347,6 @@ def require_audio(path: StrPath) -> float:
 # --------------------------------------------------------------------------- windows
 
 
-def format_time(seconds: float) -> str:
-    """01:10:00 from one hour up, 58:12 below (whole seconds, rounded down)."""
-    total = int(max(seconds, 0))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
-
-
 def check_window(duration: float, start: float | None, end: float | None) -> tuple[float, float]:
     """Validate a trim window against the audio's duration and return (start, end).
 
@@ -367,12 +360,12 @@ def check_window(duration: float, start: float | None, end: float | None) -> tup
     if start < 0:
         raise AudioError("The start time must not be negative")
     if start >= duration:
-        raise AudioError(f"The start time {format_time(start)} is past the end of the audio "
-                         f"({format_time(duration)})")
+        raise AudioError(f"The start time {format_hms(start, short=True)} is past the end of "
+                         f"the audio ({format_hms(duration, short=True)})")
     end = min(end, float(duration))
     if start >= end:
-        raise AudioError(f"The start time {format_time(start)} must be before the end time "
-                         f"{format_time(end)}")
+        raise AudioError(f"The start time {format_hms(start, short=True)} must be before the "
+                         f"end time {format_hms(end, short=True)}")
     return start, end
 
 
@@ -538,6 +531,6 @@ def plan_chunks(duration: float, silences: list[tuple[float, float]],
 
 __all__ = [
     "AudioError", "AudioInfo", "ffmpeg_exe", "compact_extension", "probe_audio", "require_audio",
-    "format_time", "check_window", "encode_compact", "cut_segment", "detect_silences",
+    "check_window", "encode_compact", "cut_segment", "detect_silences",
     "plan_chunks", "PROBE_TIMEOUT", "LONG_TIMEOUT",
 ]

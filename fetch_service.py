@@ -36,6 +36,7 @@ from typing import Any, BinaryIO, Protocol, cast
 from urllib.parse import urlsplit
 
 from errors import ServiceError
+from validation import format_hms
 
 log = logging.getLogger("ezra.fetch")
 
@@ -58,6 +59,8 @@ SOCKET_TIMEOUT = 30.0
 RETRIES = 3
 # A tunnel with no traffic either way for this long is dead; closing it frees its thread.
 TUNNEL_IDLE_SECONDS = 120.0
+# Video times in messages: 1:05:00, a started second counted whole (a length over a limit).
+_hms = functools.partial(format_hms, round_up=True, pad_hours=False)
 # The folder inside dest_dir where yt-dlp works (not matching "source.*").
 YOUTUBE_STAGING = "youtube-download"
 
@@ -377,11 +380,6 @@ def _warn_if_env_proxy(url: str) -> None:
 
 
 # -- shared helpers -------------------------------------------------------------------------
-
-def _hms(seconds: float) -> str:
-    total = int(math.ceil(seconds))
-    return f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}"
-
 
 def _human_size(size: float) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):

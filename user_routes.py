@@ -23,7 +23,7 @@ from serializers import (FILE_TYPES, LEGACY_PATH_COLUMN, document_file_name, tra
                          user_transcription)
 from storage import legacy_document_path
 from subtitles import to_srt, to_vtt
-from validation import format_seconds, pagination, parse_timestamp, uuid_id
+from validation import format_hms, pagination, parse_timestamp, uuid_id
 
 bp = Blueprint("user", __name__)
 
@@ -53,8 +53,8 @@ def process():
     start = parse_timestamp(form.get("start_time"), "start_time")
     end = parse_timestamp(form.get("end_time"), "end_time")
     if start is not None and end is not None and start >= end:
-        raise APIError(400, f"'start_time' ({format_seconds(start)}) must be before "
-                            f"'end_time' ({format_seconds(end)})")
+        raise APIError(400, f"'start_time' ({format_hms(start)}) must be before "
+                            f"'end_time' ({format_hms(end)})")
     language = normalize_language(form.get("language"))
     if language is not None and language not in WHISPER_LANGUAGES:
         raise APIError(400, f"'language' {unknown_language_hint(language)}")

@@ -1,6 +1,7 @@
 """Strict parsing of request input. Each helper returns a clean value or raises APIError(400)."""
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from typing import Any
@@ -163,6 +164,15 @@ def parse_timestamp(raw: str | None, name: str) -> float | None:
     return seconds
 
 
-def format_seconds(seconds: float) -> str:
-    whole = int(seconds)
-    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+def format_hms(seconds: float, *, round_up: bool = False, short: bool = False,
+               pad_hours: bool = True) -> str:
+    """Seconds as h:m:s for messages, the inverse of parse_timestamp: `01:10:00` (whole
+    seconds, rounded down). `round_up` counts a started second as a whole one (a length
+    against a limit); `short` drops zero hours (`58:12`); `pad_hours=False` gives `1:10:00`."""
+    total = max(math.ceil(seconds) if round_up else int(seconds), 0)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if short and not hours:
+        return f"{minutes:02d}:{secs:02d}"
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}" if pad_hours else \
+        f"{hours}:{minutes:02d}:{secs:02d}"

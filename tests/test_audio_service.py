@@ -20,11 +20,11 @@ from audio_service import (  # noqa: E402
     detect_silences,
     encode_compact,
     ffmpeg_exe,
-    format_time,
     plan_chunks,
     probe_audio,
     require_audio,
 )
+from validation import format_hms  # noqa: E402
 
 TOL = 0.1
 # tone 0-3, silence 3-4.5, tone 4.5-6.5, silence 6.5-7.5, tone 7.5-8.5, silence 8.5-9.5
@@ -131,9 +131,9 @@ def test_odd_file_names_are_not_options_or_protocols(media, tmp_path):
 
 
 def test_format_time():
-    assert format_time(4200) == "01:10:00"
-    assert format_time(3492.9) == "58:12"
-    assert format_time(5) == "00:05"
+    assert format_hms(4200, short=True) == "01:10:00"
+    assert format_hms(3492.9, short=True) == "58:12"
+    assert format_hms(5, short=True) == "00:05"
 
 
 def test_check_window_defaults_and_clamp():
