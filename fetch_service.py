@@ -36,6 +36,7 @@ from typing import Any, BinaryIO, Protocol, cast
 from urllib.parse import urlsplit
 
 from errors import ServiceError
+from links import DRIVE_HOSTS
 from validation import format_hms
 
 log = logging.getLogger("ezra.fetch")
@@ -715,7 +716,6 @@ def fetch_youtube(url: str, dest_dir: Path, *, start: float | None, end: float |
 # -- Google Drive ---------------------------------------------------------------------------
 
 _DRIVE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
-_DRIVE_HOSTS = frozenset({"drive.google.com", "docs.google.com"})
 
 
 class _CappedWriter:
@@ -845,7 +845,7 @@ def fetch_drive(file_id: str, dest_dir: Path, *, base_url: str = "https://drive.
                 progress(done, total)
 
         try:
-            if urlsplit(url).hostname in _DRIVE_HOSTS:
+            if urlsplit(url).hostname in DRIVE_HOSTS:
                 # gdown hands a file object no name, so ask for it first; this also turns
                 # "not shared" and quota pages into errors before any file exists.
                 found = gdown.download(url=url, skip_download=True, **common)
