@@ -12,9 +12,13 @@ from sqlalchemy import bindparam, delete, func, select
 
 import local_whisper
 import login_throttle
-from auth_routes import MAX_PASSWORD_LENGTH
 from database import db
 from errors import APIError
+from limits import (ADMIN_PAGE_DEFAULT, MAX_DESCRIPTION, MAX_NEW_USERNAME,
+                    MAX_PASSWORD_LENGTH, MAX_PROMPT_LENGTH, MAX_REFERENCE_DOCX,
+                    MAX_REFERENCE_DOCX_ENTRIES,
+                    MAX_REFERENCE_DOCX_UNPACKED, MAX_SETTING_KEY, MAX_SETTING_VALUE,
+                    MAX_VERSION_LENGTH, USERNAME_CHARS)
 from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_PROMPT,
                     SETTING_TRANSCRIBING_ALLOWED, AppAsset, ErrorLog, ProofreadPrompt,
                     SystemSetting, TranscribePrompt, Transcription, User)
@@ -31,19 +35,6 @@ from validation import bool_field, int_id, json_body, pagination, string_field, 
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
-USERNAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-")
-MAX_NEW_USERNAME = 64
-MAX_VERSION_LENGTH = 100
-MAX_PROMPT_LENGTH = 100_000
-MAX_SETTING_KEY = 100
-MAX_SETTING_VALUE = 10_000
-MAX_DESCRIPTION = 1_000
-MAX_REFERENCE_DOCX = 10 * 1024 * 1024
-MAX_REFERENCE_DOCX_ENTRIES = 500
-MAX_REFERENCE_DOCX_UNPACKED = 50 * 1024 * 1024
-# The earlier backend's page of newest transcriptions and logs; the dashboard loads both
-# before it renders anything.
-ADMIN_PAGE_DEFAULT = 100
 
 
 @bp.before_request

@@ -13,6 +13,7 @@ from sqlalchemy import select
 import login_throttle
 from auth import revoke, token_claims
 from errors import APIError
+from limits import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH
 from database import db
 from models import User
 from password import burn_verification_time, hash_password, needs_rehash, verify_password
@@ -20,8 +21,6 @@ from validation import is_storable_text, json_body, optional_json_body, string_f
 
 bp = Blueprint("auth", __name__)
 
-MAX_USERNAME_LENGTH = 150
-MAX_PASSWORD_LENGTH = 1024
 
 
 def _bad_credentials():

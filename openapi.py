@@ -21,9 +21,10 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify
 from werkzeug.routing import Rule
 
-from auth_routes import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH
+from limits import (ADMIN_PAGE_DEFAULT, MAX_DESCRIPTION, MAX_FILENAME_LENGTH, MAX_INT_ID,
+                    MAX_NEW_USERNAME, MAX_PASSWORD_LENGTH, MAX_PROMPT_LENGTH, MAX_REFERENCE_DOCX,
+                    MAX_SETTING_KEY, MAX_SETTING_VALUE, MAX_USERNAME_LENGTH, MAX_VERSION_LENGTH)
 from models import FINAL_STATUSES, JobStatus
-from validation import MAX_INT_ID
 
 bp = Blueprint("openapi", __name__)
 
@@ -295,14 +296,9 @@ def op(summary: str, *, ok: int = 200, response: dict, errors: tuple[int, ...] =
 
 
 def operations() -> dict[str, dict]:
-    from submission_service import MAX_FILENAME_LENGTH
-
     config = current_app.config
     password_min = config["PASSWORD_MIN_LENGTH"]
     upload_mb = config["MAX_UPLOAD_MB"]
-    from admin_routes import (ADMIN_PAGE_DEFAULT, MAX_DESCRIPTION, MAX_NEW_USERNAME, MAX_PROMPT_LENGTH,
-                              MAX_REFERENCE_DOCX, MAX_SETTING_KEY, MAX_SETTING_VALUE,
-                              MAX_VERSION_LENGTH)
 
     def time_field(example: str) -> dict:
         return string(pattern=r"^\s*((\d{1,4}:){0,2}\d{1,6}(\.\d{1,3})?)?\s*$",

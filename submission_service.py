@@ -16,13 +16,13 @@ from werkzeug.datastructures import FileStorage
 import pipeline
 from database import db
 from errors import APIError
+from limits import MAX_FILENAME_LENGTH
 from links import LinkError, parse_link
 from models import FINAL_STATUSES, JobStatus, Transcription, User
 from storage import remove_job_files
 from system_settings import transcribing_allowed
 from validation import display_text
 
-MAX_FILENAME_LENGTH = 255
 
 
 def ensure_accepting() -> None:

@@ -7,8 +7,8 @@ from sqlalchemy import select
 
 from database import db
 from languages import WHISPER_LANGUAGES, normalize_language, unknown_language_hint
+from limits import MAX_INT_ID
 from scratch import MAX_RETENTION_HOURS, SETTING_SCRATCH_RETENTION_HOURS, parse_retention_hours
-from validation import MAX_INT_ID
 from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_PROMPT,
                     SETTING_TRANSCRIBING_ALLOWED, ProofreadPrompt, SystemSetting,
                     TranscribePrompt)

@@ -10,8 +10,8 @@ from flask import current_app, request
 
 from body_limits import refuse_if_cut
 from errors import APIError
+from limits import MAX_INT_ID
 
-MAX_INT_ID = 2**31 - 1  # ids are PostgreSQL `integer`
 
 
 def json_body() -> dict[str, Any]:
