@@ -10,21 +10,18 @@ from flask import Blueprint, current_app, jsonify, request, send_file
 from flask_jwt_extended import current_user, verify_jwt_in_request
 from sqlalchemy import bindparam, delete, func, select
 
+import accounts
 import local_whisper
-import login_throttle
 from database import db
 from errors import APIError
-from limits import (ADMIN_PAGE_DEFAULT, MAX_DESCRIPTION, MAX_NEW_USERNAME,
-                    MAX_PASSWORD_LENGTH, MAX_PROMPT_LENGTH, MAX_REFERENCE_DOCX,
-                    MAX_REFERENCE_DOCX_ENTRIES,
-                    MAX_REFERENCE_DOCX_UNPACKED, MAX_SETTING_KEY, MAX_SETTING_VALUE,
-                    MAX_VERSION_LENGTH, USERNAME_CHARS)
+from limits import (ADMIN_PAGE_DEFAULT, MAX_DESCRIPTION, MAX_PROMPT_LENGTH, MAX_REFERENCE_DOCX,
+                    MAX_REFERENCE_DOCX_ENTRIES, MAX_REFERENCE_DOCX_UNPACKED, MAX_SETTING_KEY,
+                    MAX_SETTING_VALUE, MAX_VERSION_LENGTH)
 from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_PROMPT,
                     SETTING_TRANSCRIBING_ALLOWED, AppAsset, ErrorLog, ProofreadPrompt,
                     SystemSetting, TranscribePrompt, Transcription, User)
 from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
 from pipeline import REFERENCE_DOCX_ASSET
-from password import hash_password
 from serializers import (ERROR_LOG_PAGE, admin_transcription, error_log, prompt, setting,
                          transcription_page, user_summary)
 from storage import remove_job_files, remove_legacy_documents
@@ -34,7 +31,6 @@ from user_routes import MIME_TYPES, _document_kind, document_answer
 from validation import bool_field, int_id, json_body, pagination, string_field, uuid_id
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
-
 
 
 @bp.before_request
@@ -64,28 +60,13 @@ def list_users():
     return jsonify([user_summary(row) for row in rows])
 
 
-def _new_password(data: dict, name: str = "password") -> str:
-    password = string_field(data, name, max_length=MAX_PASSWORD_LENGTH, strip=False)
-    minimum = current_app.config["PASSWORD_MIN_LENGTH"]
-    if len(password) < minimum:
-        raise APIError(400, f"'{name}' must be at least {minimum} characters")
-    return password
-
-
 @bp.post("/users")
 def create_user():
     data = json_body()
-    username = string_field(data, "username", max_length=MAX_NEW_USERNAME)
-    if not set(username) <= USERNAME_CHARS:
-        raise APIError(400, "'username' may contain only letters, digits and . _ @ -")
-    password = _new_password(data)
+    username = accounts.new_username(data)
+    password = accounts.new_password(data)
     is_admin = bool_field(data, "isAdmin", default=False)
-    exists = db.session.execute(select(User.id).where(User.username == username)).first()
-    if exists:
-        raise APIError(400, f"The username {username!r} is already taken")
-    db.session.add(User(username=username, password_hash=hash_password(password),
-                        is_admin=is_admin))
-    db.session.commit()
+    accounts.create_user(username, password, is_admin=is_admin)
     return jsonify(message=f"User {username} created"), 201
 
 
@@ -96,9 +77,7 @@ def update_user(user_id: str):
     if not data.keys() & {"password", "is_admin", "isAdmin"}:
         raise APIError(400, "Send 'password' and/or 'is_admin'")
     if "password" in data:
-        user.password_hash = hash_password(_new_password(data))
-        user.token_version += 1  # signs the user out everywhere
-        login_throttle.clear_account(user.username)
+        accounts.set_password(user, accounts.new_password(data))
     for key in ("is_admin", "isAdmin"):
         if key in data:
             make_admin = bool_field(data, key)

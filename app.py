@@ -13,9 +13,9 @@ from sqlalchemy import event, inspect, select
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import accounts
 import body_limits
 import jobs
-import login_throttle
 import ops_routes
 import pipeline  # noqa: F401 (registers the job handler)
 import scratch
@@ -23,10 +23,9 @@ import security_headers
 from auth import init_jwt
 from config import BASE_DIR, load_config
 from database import db, migrate
-from errors import register_error_handlers
+from errors import APIError, register_error_handlers
 from logging_setup import configure_logging, init_request_id
 from models import User
-from password import hash_password
 from storage import upload_tmp_dir
 
 log = logging.getLogger("ezra")
@@ -115,28 +114,29 @@ def _first_start_hint() -> None:
 @with_appcontext
 @click.option("--password", help="The password; asked for (hidden) when left out.")
 def create_admin_command(username: str, password: str | None) -> None:
-    """Create an admin user, or make an existing user an admin and set their password."""
-    from flask import current_app
-    username = username.strip()
-    if not username or len(username) > 64:
-        raise click.UsageError("USERNAME must be 1 to 64 characters")
-    if password is None:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    minimum = current_app.config["PASSWORD_MIN_LENGTH"]
-    if len(password) < minimum:
-        raise click.UsageError(f"The password must be at least {minimum} characters")
-    user = db.session.execute(select(User).where(User.username == username)).scalar_one_or_none()
-    if user is None:
-        db.session.add(User(username=username, password_hash=hash_password(password),
-                            is_admin=True))
-        click.echo(f"Created admin {username}")
-    else:
-        user.password_hash = hash_password(password)
-        user.is_admin = True
-        user.token_version += 1
-        login_throttle.clear_account(username)
-        click.echo(f"Updated {username}: admin, new password")
+    """Create an admin user, or make an existing user an admin and set their password.
+    New names follow the admin route's rules, with its messages (accounts.py)."""
+    try:
+        username = username.strip()
+        # An existing user (perhaps from the earlier backend, whose names had no rules) is
+        # found by name; only a new name must pass the rules.
+        user = db.session.execute(
+            select(User).where(User.username == username)).scalar_one_or_none()
+        if user is None:
+            username = accounts.new_username({"username": username})
+        if password is None:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        password = accounts.new_password({"password": password})
+        if user is None:
+            accounts.create_user(username, password, is_admin=True)
+            click.echo(f"Created admin {username}")
+            return
+    except APIError as exc:
+        raise click.UsageError(exc.message) from None
+    accounts.set_password(user, password)
+    user.is_admin = True
     db.session.commit()
+    click.echo(f"Updated {username}: admin, new password")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,18 @@ def test_create_admin_cli(app):
     assert login(app.test_client(), "boss3", "prompted password")
 
 
+@pytest.mark.parametrize("username, message", [
+    ("x" * 65, "'username' must be at most 64 characters"),
+    ("../../etc", "'username' may contain only letters, digits and . _ @ -"),
+])
+def test_create_admin_cli_follows_the_admin_routes_username_rules(app, username, message):
+    result = app.test_cli_runner().invoke(
+        args=["create-admin", username, "--password", "a strong password"])
+    assert result.exit_code != 0 and message in result.output
+    with app.app_context():
+        assert db.session.query(User).filter_by(username=username).count() == 0
+
+
 @pytest.mark.parametrize("env, message", [
     ({"EZRA_ENV": "production", "DATABASE_URL": "postgresql://x/y"}, "JWT_SECRET_KEY is required"),
     ({"EZRA_ENV": "production", "DATABASE_URL": "postgresql://x/y", "JWT_SECRET_KEY": "short"},
