@@ -25,6 +25,7 @@ from werkzeug.datastructures import FileStorage
 
 import models as m
 from audio_service import AudioError, check_window, compact_extension, encode_compact, require_audio
+from chunk_runner import Cancelled
 from database import db
 from errors import APIError
 # The queue lives in jobs.py; these names stay importable from here for callers and tests.
@@ -38,7 +39,7 @@ from proofreading_service import ProofreadError, Proofreader, split_into_slices
 from storage import job_dir, remove_job_files
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
                              default_language, get_flag, get_setting)
-from transcription_service import Cancelled, EngineJob, TranscriptionError, engine_from_config
+from transcription_service import EngineJob, TranscriptionError, engine_from_config
 from validation import storable_text
 
 log = logging.getLogger("ezra.pipeline")

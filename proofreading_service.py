@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from chunk_runner import ChunkStore, run_pending
 from errors import ServiceError
 from metrics import outside_call
-from transcription_service import ChunkStore, run_pending
 from validation import storable_text
 
 MAX_OUTPUT_TOKENS = 8192  # DeepSeek's chat models answer at most 8K tokens

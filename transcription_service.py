@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import requests
 
 import local_whisper
 from audio_service import compact_extension, cut_segment, detect_silences, plan_chunks, require_audio
+# Cancelled and ChunkStore belong to the engines' interface: importable from here too.
+from chunk_runner import Cancelled, ChunkStore, run_pending  # noqa: F401
+from chunk_runner import check_stop as _check_stop
 from errors import ServiceError
 from metrics import outside_call
 
@@ -39,17 +40,6 @@ MIN_CHUNK_SECONDS = 0.3  # Whisper reads only the last ~224 tokens of a prompt a
 
 class TranscriptionError(ServiceError):
     """The engine failed; str() is for the user, `detail` (upstream text) for the log."""
-
-
-class Cancelled(Exception):
-    """The job was cancelled or lost its lease while the engine worked."""
-
-
-class ChunkStore(Protocol):
-    def done(self) -> dict[int, str]: ...
-    def save(self, index: int, text: str) -> None: ...
-    def progress(self, done: int, total: int) -> None: ...
-    def should_stop(self) -> bool: ...
 
 
 @dataclass
@@ -109,53 +99,6 @@ def join_chunks(stored: list[str]) -> Transcript:
     if any(segments is None for _, segments in parsed):
         return Transcript(text, None)
     return Transcript(text, [segment for _, segments in parsed for segment in segments])
-
-
-def run_pending(count: int, work: Callable[[int], str], store: ChunkStore,
-                concurrency: int, name: str) -> list[str]:
-    """Run `work(i)` for every index the store has not finished, `concurrency` at a time,
-    saving each answer the moment it arrives (so a crash never pays for it twice).
-    Returns all `count` answers in index order."""
-    results = dict(store.done())
-    pending = [i for i in range(count) if i not in results]
-    store.progress(count - len(pending), count)
-    stop = threading.Event()
-
-    def guarded(index: int) -> tuple[int, str]:
-        if stop.is_set():
-            raise Cancelled()
-        return index, work(index)
-
-    with ThreadPoolExecutor(concurrency, thread_name_prefix=name) as pool:
-        futures = {pool.submit(guarded, i) for i in pending}
-        try:
-            while futures:
-                # FIRST_COMPLETED, not FIRST_EXCEPTION: the latter returns only on a failure,
-                # when all are done or at the timeout, so answers piled up unsaved for up to a
-                # second and a killed runner paid for them again.
-                finished, futures = wait(futures, timeout=1, return_when=FIRST_COMPLETED)
-                failed = [f for f in finished if f.exception() is not None]
-                for future in finished:
-                    if future not in failed:  # every paid answer is kept, even beside a failure
-                        index, text = future.result()
-                        store.save(index, text)
-                        results[index] = text
-                        store.progress(len(results), count)
-                if failed:
-                    failed[0].result()
-                if store.should_stop():
-                    raise Cancelled()
-        except BaseException:
-            stop.set()
-            for future in futures:
-                future.cancel()
-            raise
-    return [results[i] for i in range(count)]
-
-
-def _check_stop(store: ChunkStore) -> None:
-    if store.should_stop():
-        raise Cancelled()
 
 
 class _Forgotten(Exception):
