@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+import egress
 import fetch_service
 from fetch_service import (DRIVE_NOT_SHARED, DRIVE_QUOTA, LIVE_MESSAGE, PRIVATE_MESSAGE,
                            FetchError, check_public_host, drive_error_message, fetch_drive,
@@ -204,8 +205,8 @@ def google_drive(drive_cert, monkeypatch):
     port = server.server_address[1]
     server.links.update(usercontent="https://drive.usercontent.google.com",
                         accounts="https://accounts.google.com")
-    real_resolve = fetch_service._resolve
-    monkeypatch.setattr(fetch_service, "_resolve", lambda host, p: (
+    real_resolve = egress.resolve
+    monkeypatch.setattr(egress, "resolve", lambda host, p: (
         [("127.0.0.1", port)] if host in GOOGLE_NAMES else real_resolve(host, p)))
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(drive_cert[0]))
     yield server, "https://drive.google.com"
@@ -272,8 +273,8 @@ def test_drive_cancel(drive, tmp_path):
 def test_drive_redirect_to_private_address_is_refused(plain_drive, tmp_path, monkeypatch):
     server, base = plain_drive
     # Treat 127.0.0.1 as the public Internet; 127.0.0.2 stays what it is, a loopback address.
-    real = fetch_service._is_public_ip
-    monkeypatch.setattr(fetch_service, "_is_public_ip", lambda ip: ip == "127.0.0.1" or real(ip))
+    real = egress.is_public_ip
+    monkeypatch.setattr(egress, "is_public_ip", lambda ip: ip == "127.0.0.1" or real(ip))
     with pytest.raises(FetchError) as caught:
         fetch_drive("SNEAKY", tmp_path, base_url=base, max_bytes=2 * MB, timeout=10)
     assert str(caught.value) == PRIVATE_MESSAGE
@@ -493,10 +494,10 @@ def test_youtube_media_on_private_address_is_refused(fake_youtube, tmp_path, mon
     server, info = fake_youtube
     canary = server.canary
     info["formats"][0]["url"] = f"http://127.0.0.2:{canary.server_address[1]}/audio.mp3"
-    real_resolve, real_public = fetch_service._resolve, fetch_service._is_public_ip
-    monkeypatch.setattr(fetch_service, "_resolve", lambda host, port: (
+    real_resolve, real_public = egress.resolve, egress.is_public_ip
+    monkeypatch.setattr(egress, "resolve", lambda host, port: (
         [("127.0.0.1", 443)] if host == "www.youtube.com" else real_resolve(host, port)))
-    monkeypatch.setattr(fetch_service, "_is_public_ip",
+    monkeypatch.setattr(egress, "is_public_ip",
                         lambda ip: ip == "127.0.0.1" or real_public(ip))
     started = time.monotonic()
     with pytest.raises(FetchError) as caught:
