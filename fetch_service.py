@@ -25,7 +25,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlsplit
 
 import egress
@@ -138,6 +138,85 @@ def _remove_sources(dest_dir: Path) -> None:
     for path in dest_dir.glob("source.*"):
         if path.is_file():
             path.unlink(missing_ok=True)
+
+
+def _discard(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+T = TypeVar("T")
+
+
+def _guarded_download(dest_dir: Path, scratch: Path, download: Callable[[EgressGuard], T],
+                      translate: Callable[[Exception, str], FetchError | None], *,
+                      allow_private: bool, timeout: float, cancel: Cancel | None) -> T:
+    """What every fetch does around its downloader: a dest_dir without earlier sources, the
+    egress guard for every connection, and on failure no scratch left behind and a FetchError
+    a person can act on (`translate` names the downloader's own errors)."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    _remove_sources(dest_dir)
+    with EgressGuard(allow_private=allow_private, timeout=timeout, cancel=cancel) as guard:
+        try:
+            return download(guard)
+        except BaseException as exc:
+            _discard(scratch)
+            # Only errors are translated; KeyboardInterrupt and the like pass through.
+            failure = _failure(exc, guard, translate) if isinstance(exc, Exception) else None
+            if failure is None or failure is exc:
+                raise
+            raise failure from exc
+
+
+def _failure(exc: Exception, guard: EgressGuard,
+             translate: Callable[[Exception, str], FetchError | None]) -> FetchError | None:
+    """The FetchError for a downloader's exception; None lets it propagate (the server's
+    disk, a bug: not the user's to fix)."""
+    if isinstance(exc, FetchError):
+        return exc
+    inner = getattr(exc, "exc_info", None)  # yt-dlp's DownloadError wraps what a hook raised
+    if inner and isinstance(inner[1], FetchError):
+        return inner[1]
+    detail = f"{type(exc).__name__}: {exc}"
+    if guard.refused:
+        return FetchError(PRIVATE_MESSAGE, detail=f"refused {guard.refused}; {detail}")
+    if guard.cancelled.is_set():
+        return FetchError(CANCELLED_MESSAGE, detail=detail)
+    return translate(exc, detail)
+
+
+class _ByteLimit:
+    """A downloader's progress callback: stops it on cancel or past max_bytes (raising in the
+    callback stops the transfer), and passes the rest on to `progress`."""
+
+    def __init__(self, guard: EgressGuard, max_bytes: int, progress: Progress | None):
+        self.guard, self.max_bytes, self.progress = guard, max_bytes, progress
+
+    def __call__(self, done: int, total: int | None, estimate: float | None = None) -> None:
+        if self.guard.poll_cancel():
+            raise FetchError(CANCELLED_MESSAGE)
+        if done > self.max_bytes or (total and total > self.max_bytes):
+            raise _too_large(total if total and total > self.max_bytes else None,
+                             self.max_bytes)
+        if self.progress is not None:
+            expected = total or estimate
+            self.progress(done, int(expected) if expected else None)
+
+    def youtube_hook(self, status: dict[str, Any]) -> None:
+        self(int(status.get("downloaded_bytes") or 0), status.get("total_bytes"),
+             status.get("total_bytes_estimate"))
+
+
+def _keep(done: Path, final: Path, max_bytes: int, empty_message: str) -> int:
+    """Give a complete download its finished name (only once every byte is there); its size."""
+    size = done.stat().st_size
+    if size == 0 or size > max_bytes:
+        done.unlink(missing_ok=True)
+        raise _too_large(size, max_bytes) if size else FetchError(empty_message)
+    os.replace(done, final)
+    return size
 
 
 @functools.cache
@@ -331,19 +410,9 @@ def youtube_error_message(text: str) -> str:
     return "Could not download the YouTube video"
 
 
-def _youtube_failure(exc: BaseException, guard: EgressGuard) -> FetchError | None:
+def _youtube_failure(exc: Exception, detail: str) -> FetchError | None:
     import yt_dlp.utils
 
-    if isinstance(exc, FetchError):
-        return exc
-    inner = getattr(exc, "exc_info", None)  # DownloadError wraps what a hook raised
-    if inner and isinstance(inner[1], FetchError):
-        return inner[1]
-    detail = f"{type(exc).__name__}: {exc}"
-    if guard.refused:
-        return FetchError(PRIVATE_MESSAGE, detail=f"refused {guard.refused}; {detail}")
-    if guard.cancelled.is_set():
-        return FetchError(CANCELLED_MESSAGE, detail=detail)
     if isinstance(exc, yt_dlp.utils.YoutubeDLError):
         return FetchError(youtube_error_message(str(exc)), detail=str(exc))
     if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
@@ -371,77 +440,66 @@ def fetch_youtube(url: str, dest_dir: Path, *, start: float | None, end: float |
     """Download the audio of one YouTube video (or only [start, end]) into dest_dir."""
     check_public_host(url, allow_private=allow_private)
     window = _window(start, end)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    _remove_sources(dest_dir)
-    # yt-dlp's partial files (.part, .ytdl, .part-FragN) stay in a folder of their own, so
-    # nothing named source.* exists in dest_dir until the download is complete.
     staging = dest_dir / YOUTUBE_STAGING
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-
-    import yt_dlp
-    from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
-
-    with EgressGuard(allow_private=allow_private, timeout=SOCKET_TIMEOUT,
-                      cancel=cancel) as guard:
-
-        def hook(status: dict[str, Any]) -> None:
-            # Raising here stops yt-dlp's downloader mid-transfer.
-            if guard.poll_cancel():
-                raise FetchError(CANCELLED_MESSAGE)
-            done = int(status.get("downloaded_bytes") or 0)
-            total = status.get("total_bytes")
-            if done > max_bytes or (total and total > max_bytes):
-                raise _too_large(total if total and total > max_bytes else None, max_bytes)
-            if progress is not None:
-                estimate = total or status.get("total_bytes_estimate")
-                progress(done, int(estimate) if estimate else None)
-
-        options = youtube_options(staging, start=start, end=end, max_seconds=max_seconds,
-                                  max_bytes=max_bytes, proxy=guard.url, progress_hook=hook)
-
-        def run() -> dict[str, Any]:
-            # yt-dlp decides whether FFmpeg can cut a window by asking a downloader-less
-            # FFmpegPostProcessor, which reads only this context variable (the CLI sets it
-            # too); without it a venv-only FFmpeg counts as "not installed".
-            FFmpegPostProcessor._ffmpeg_location.set(options.get("ffmpeg_location"))
-            with yt_dlp.YoutubeDL(options) as ydl:
-                info = ydl.extract_info(url, download=False)
-                if not info:
-                    raise FetchError("YouTube returned nothing for this link")
-                if info.get("_type", "video") != "video":
-                    raise FetchError("Only links to a single YouTube video are supported",
-                                     detail=f"_type={info.get('_type')}")
-                _check_limits(info, window=window, max_seconds=max_seconds,
-                              max_bytes=max_bytes, check_size=True)
-                if guard.poll_cancel():
-                    raise FetchError(CANCELLED_MESSAGE)
-                return cast(dict[str, Any], ydl.process_ie_result(info, download=True))
-
-        try:
-            info = contextvars.copy_context().run(run)
-            if guard.poll_cancel():
-                raise FetchError(CANCELLED_MESSAGE)
-            downloaded = _downloaded_file(info, staging)
-        except BaseException as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            # Only errors are translated; KeyboardInterrupt and the like pass through.
-            failure = _youtube_failure(exc, guard) if isinstance(exc, Exception) else None
-            if failure is None or failure is exc:
-                raise
-            raise failure from exc
-    size = downloaded.stat().st_size
-    if size > max_bytes or size == 0:
+    download = functools.partial(_youtube_download, url=url, staging=staging, start=start,
+                                 end=end, window=window, max_seconds=max_seconds,
+                                 max_bytes=max_bytes, progress=progress)
+    try:
+        info, downloaded = _guarded_download(dest_dir, staging, download, _youtube_failure,
+                                             allow_private=allow_private,
+                                             timeout=SOCKET_TIMEOUT, cancel=cancel)
+        path = dest_dir.resolve() / downloaded.name
+        size = _keep(downloaded, path, max_bytes, "YouTube sent an empty file; try again later")
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise (_too_large(size, max_bytes) if size
-               else FetchError("YouTube sent an empty file; try again later"))
-    path = dest_dir.resolve() / downloaded.name
-    os.replace(downloaded, path)
-    shutil.rmtree(staging, ignore_errors=True)
     if progress is not None:
         progress(size, size)
     return FetchResult(path=path, title=info.get("title"), windowed=window is not None,
                        size=size)
+
+
+def _youtube_download(guard: EgressGuard, *, url: str, staging: Path, start: float | None,
+                      end: float | None, window: tuple[float, float | None] | None,
+                      max_seconds: int, max_bytes: int, progress: Progress | None,
+                      ) -> tuple[dict[str, Any], Path]:
+    """yt-dlp's part of fetch_youtube, inside the guard: the video's info and its file."""
+    # yt-dlp's partial files (.part, .ytdl, .part-FragN) stay in a folder of their own, so
+    # nothing named source.* exists in dest_dir until the download is complete.
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    options = youtube_options(staging, start=start, end=end, max_seconds=max_seconds,
+                              max_bytes=max_bytes, proxy=guard.url,
+                              progress_hook=_ByteLimit(guard, max_bytes, progress).youtube_hook)
+    info = contextvars.copy_context().run(_extract_and_download, url, options, guard,
+                                          window=window, max_seconds=max_seconds,
+                                          max_bytes=max_bytes)
+    if guard.poll_cancel():
+        raise FetchError(CANCELLED_MESSAGE)
+    return info, _downloaded_file(info, staging)
+
+
+def _extract_and_download(url: str, options: dict[str, Any], guard: EgressGuard, *,
+                          window: tuple[float, float | None] | None, max_seconds: int,
+                          max_bytes: int) -> dict[str, Any]:
+    import yt_dlp
+    from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
+
+    # yt-dlp decides whether FFmpeg can cut a window by asking a downloader-less
+    # FFmpegPostProcessor, which reads only this context variable (the CLI sets it too);
+    # without it a venv-only FFmpeg counts as "not installed". Run in a copied context.
+    FFmpegPostProcessor._ffmpeg_location.set(options.get("ffmpeg_location"))
+    with yt_dlp.YoutubeDL(options) as ydl:
+        info = ydl.extract_info(url, download=False)
+        if not info:
+            raise FetchError("YouTube returned nothing for this link")
+        if info.get("_type", "video") != "video":
+            raise FetchError("Only links to a single YouTube video are supported",
+                             detail=f"_type={info.get('_type')}")
+        _check_limits(info, window=window, max_seconds=max_seconds, max_bytes=max_bytes,
+                      check_size=True)
+        if guard.poll_cancel():
+            raise FetchError(CANCELLED_MESSAGE)
+        return cast(dict[str, Any], ydl.process_ie_result(info, download=True))
 
 
 # -- Google Drive ---------------------------------------------------------------------------
@@ -519,16 +577,11 @@ def _probe_plain(url: str, guard: EgressGuard, timeout: float) -> tuple[str, str
     raise FetchError(DRIVE_NOT_SHARED, detail=f"no file after confirmations at {url}")
 
 
-def _drive_failure(exc: BaseException, guard: EgressGuard) -> FetchError | None:
+def _drive_failure(exc: Exception, detail: str) -> FetchError | None:
     import gdown.exceptions
     import requests
 
-    if isinstance(exc, FetchError):
-        return exc
-    detail = f"{type(exc).__name__}: {exc}"
-    if guard.refused:
-        return FetchError(PRIVATE_MESSAGE, detail=f"refused {guard.refused}; {detail}")
-    if isinstance(exc, gdown.exceptions.DownloadCancelled) or guard.cancelled.is_set():
+    if isinstance(exc, gdown.exceptions.DownloadCancelled):
         return FetchError(CANCELLED_MESSAGE, detail=detail)
     if isinstance(exc, gdown.exceptions.FileURLRetrievalError):
         return FetchError(drive_error_message(str(exc)), detail=detail)
@@ -541,7 +594,6 @@ def _drive_failure(exc: BaseException, guard: EgressGuard) -> FetchError | None:
     if isinstance(exc, (requests.RequestException, gdown.exceptions.DownloadError,
                         ConnectionError, TimeoutError)):
         return FetchError(DRIVE_NETWORK, detail=detail)
-    # Anything else (the server's disk, a bug) is not the user's to fix: it propagates.
     return None
 
 
@@ -557,48 +609,33 @@ def fetch_drive(file_id: str, dest_dir: Path, *, base_url: str = "https://drive.
         raise FetchError("The Google Drive link does not name a file", detail=file_id)
     url = f"{base_url.rstrip('/')}/uc?id={file_id}"
     check_public_host(url, allow_private=allow_private)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    part, final = dest_dir / "source.part", dest_dir / "source.drive"
-    final.unlink(missing_ok=True)
     _warn_if_env_proxy(url)
-
-    import gdown
-
-    with EgressGuard(allow_private=allow_private, timeout=timeout, cancel=cancel) as guard:
-        common = dict(quiet=True, use_cookies=False, proxy=guard.url, timeout=timeout,
-                      cancel=guard.cancelled)
-
-        def on_progress(done: int, total: int | None) -> None:
-            # gdown's total is the announced length: refuse before the bytes arrive.
-            if total is not None and total > max_bytes:
-                raise _too_large(total, max_bytes)
-            if progress is not None:
-                progress(done, total)
-
-        try:
-            if urlsplit(url).hostname in DRIVE_HOSTS:
-                # gdown hands a file object no name, so ask for it first; this also turns
-                # "not shared" and quota pages into errors before any file exists.
-                found = gdown.download(url=url, skip_download=True, **common)
-                title, download_url = _title_from_name(getattr(found, "path", None)), url
-            else:
-                download_url, name = _probe_plain(url, guard, timeout)
-                title = _title_from_name(name)
-            with open(part, "wb") as raw:
-                writer = _CappedWriter(raw, max_bytes)
-                gdown.download(url=download_url, output=cast(BinaryIO, writer),
-                               progress=on_progress, **common)
-        except BaseException as exc:
-            part.unlink(missing_ok=True)
-            # Only errors are translated; KeyboardInterrupt and the like pass through.
-            failure = _drive_failure(exc, guard) if isinstance(exc, Exception) else None
-            if failure is None or failure is exc:
-                raise
-            raise failure from exc
-    size = part.stat().st_size
-    if size == 0:
-        part.unlink(missing_ok=True)
-        raise FetchError("The Google Drive file is empty")
-    os.replace(part, final)  # the finished name appears only once every byte is there
+    part, final = dest_dir / "source.part", dest_dir / "source.drive"
+    download = functools.partial(_drive_download, url=url, part=part, max_bytes=max_bytes,
+                                 timeout=timeout, progress=progress)
+    title = _guarded_download(dest_dir, part, download, _drive_failure,
+                              allow_private=allow_private, timeout=timeout, cancel=cancel)
+    size = _keep(part, final, max_bytes, "The Google Drive file is empty")
     return FetchResult(path=final, title=title, windowed=False, size=size)
 
+
+def _drive_download(guard: EgressGuard, *, url: str, part: Path, max_bytes: int,
+                    timeout: float, progress: Progress | None) -> str | None:
+    """gdown's part of fetch_drive, inside the guard: the file's title."""
+    import gdown
+
+    common = dict(quiet=True, use_cookies=False, proxy=guard.url, timeout=timeout,
+                  cancel=guard.cancelled)
+    if urlsplit(url).hostname in DRIVE_HOSTS:
+        # gdown hands a file object no name, so ask for it first; this also turns
+        # "not shared" and quota pages into errors before any file exists.
+        found = gdown.download(url=url, skip_download=True, **common)
+        title, download_url = _title_from_name(getattr(found, "path", None)), url
+    else:
+        download_url, name = _probe_plain(url, guard, timeout)
+        title = _title_from_name(name)
+    with open(part, "wb") as raw:
+        # gdown's total is the announced length: _ByteLimit refuses before the bytes arrive.
+        gdown.download(url=download_url, output=cast(BinaryIO, _CappedWriter(raw, max_bytes)),
+                       progress=_ByteLimit(guard, max_bytes, progress), **common)
+    return title
