@@ -17,18 +17,19 @@ from errors import APIError
 from limits import (ADMIN_PAGE_DEFAULT, MAX_DESCRIPTION, MAX_PROMPT_LENGTH, MAX_REFERENCE_DOCX,
                     MAX_REFERENCE_DOCX_ENTRIES, MAX_REFERENCE_DOCX_UNPACKED, MAX_SETTING_KEY,
                     MAX_SETTING_VALUE, MAX_VERSION_LENGTH)
-from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_PROMPT,
-                    SETTING_TRANSCRIBING_ALLOWED, AppAsset, ErrorLog, ProofreadPrompt,
-                    SystemSetting, TranscribePrompt, Transcription, User)
+from models import (REFERENCE_DOCX_ASSET, SETTING_ACTIVE_PROOFREAD_PROMPT,
+                    SETTING_ACTIVE_TRANSCRIBE_PROMPT, SETTING_TRANSCRIBING_ALLOWED, AppAsset,
+                    ErrorLog, ProofreadPrompt, SystemSetting, TranscribePrompt, Transcription,
+                    User)
 from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
-from pipeline import REFERENCE_DOCX_ASSET
 from serializers import (ERROR_LOG_PAGE, admin_transcription, error_log, prompt, setting,
                          transcription_page, user_summary)
 from storage import remove_job_files, remove_legacy_documents
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
                              get_flag, get_setting, set_setting, validate_setting_value)
-from user_routes import MIME_TYPES, _document_kind, document_answer
-from validation import bool_field, int_id, json_body, pagination, string_field, uuid_id
+from user_routes import MIME_TYPES, document_answer
+from validation import (bool_field, document_kind, int_id, json_body, pagination, string_field,
+                        uuid_id)
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -136,7 +137,7 @@ def delete_transcription(transcription_id: str):
 
 @bp.get("/download/<file_type>/<transcription_id>")
 def admin_download(file_type: str, transcription_id: str):
-    return document_answer(_document_kind(file_type), uuid_id(transcription_id))
+    return document_answer(document_kind(file_type), uuid_id(transcription_id))
 
 
 @bp.get("/download/<file_type>/<transcription_id>/<file_name>")

@@ -190,6 +190,10 @@ class JobChunk(db.Model):
         DateTime(timezone=True), default=utcnow, server_default=func.now())
 
 
+# The AppAsset names: the Word reference document pandoc styles the docx with.
+REFERENCE_DOCX_ASSET = "reference.docx"
+
+
 class AppAsset(db.Model):
     """Files admins can replace, shared by every worker: the Word reference document."""
     __tablename__ = "app_assets"

@@ -33,7 +33,8 @@ from jobs import (LeaseKeeper, _drain, _draining, _lease_held, enqueue, init_app
                   recover_jobs, run_job, set_job_handler)
 from links import parse_link
 from metrics import observe_step
-from models import AppAsset, Document, ErrorLog, JobChunk, JobStatus, Transcription, utcnow
+from models import (REFERENCE_DOCX_ASSET, AppAsset, Document, ErrorLog, JobChunk, JobStatus,
+                    Transcription, utcnow)
 from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
 from proofreading_service import ProofreadError, Proofreader, split_into_slices
 from storage import job_dir, remove_job_files
@@ -45,7 +46,6 @@ from validation import storable_text
 log = logging.getLogger("ezra.pipeline")
 
 UPLOAD_NAME = "source.upload"
-REFERENCE_DOCX_ASSET = "reference.docx"
 
 
 # Hand-off from the request ------------------------------------------------------------------

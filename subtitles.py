@@ -49,3 +49,7 @@ def to_vtt(segments: Iterable[tuple[float, float, str]], offset: float = 0.0) ->
     blocks = [f"{_clock(start, '.')} --> {_clock(end, '.')}\n{escape(text)}\n"
               for start, end, text in cues(segments, offset)]
     return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+# The subtitle formats a download can ask for, made from the stored segments.
+SUBTITLE_FORMATS = {"srt": to_srt, "vtt": to_vtt}

@@ -22,8 +22,8 @@ from scratch import check_user_scratch
 from serializers import (FILE_TYPES, LEGACY_PATH_COLUMN, document_file_name, transcription_page,
                          user_transcription)
 from storage import legacy_document_path
-from subtitles import to_srt, to_vtt
-from validation import format_hms, pagination, parse_timestamp, uuid_id
+from subtitles import SUBTITLE_FORMATS
+from validation import document_kind, format_hms, pagination, parse_timestamp, uuid_id
 
 bp = Blueprint("user", __name__)
 
@@ -34,7 +34,6 @@ MIME_TYPES = {  # Werkzeug adds "; charset=utf-8" to text types itself
     "srt": "application/x-subrip; charset=utf-8",  # not text/*: Werkzeug adds no charset
     "vtt": "text/vtt",
 }
-SUBTITLE_FORMATS = {"srt": to_srt, "vtt": to_vtt}
 
 
 @bp.post("/process")
@@ -120,7 +119,7 @@ def _own_transcription_row(transcription_id: str):
 @bp.get("/download/<file_type>/<transcription_id>")
 @jwt_required()
 def download(file_type: str, transcription_id: str):
-    kind = _document_kind(file_type)
+    kind = document_kind(file_type)
     job_id = uuid_id(transcription_id)
     row = piggybacked_row()  # read with the token check (see below)
     if row is not None and row.job_id is None:
@@ -133,14 +132,6 @@ def download(file_type: str, transcription_id: str):
 def download_named(file_type: str, transcription_id: str, file_name: str):
     """The links in the lists end in the document's name, which clients show."""
     return download(file_type, transcription_id)
-
-
-def _document_kind(file_type: str) -> str:
-    if file_type in SUBTITLE_FORMATS:
-        return file_type
-    if file_type not in FILE_TYPES:
-        raise APIError(400, "Unknown file type; use txt, md, word, docx, srt or vtt")
-    return FILE_TYPES[file_type]
 
 
 def _job_and_document(kind: str, jobs_from: Select) -> Select:

@@ -11,6 +11,8 @@ from flask import current_app, request
 from body_limits import refuse_if_cut
 from errors import APIError
 from limits import MAX_INT_ID
+from serializers import FILE_TYPES
+from subtitles import SUBTITLE_FORMATS
 
 
 
@@ -109,6 +111,15 @@ def int_id(value: Any, what: str) -> int:
     if not 1 <= number <= MAX_INT_ID:
         raise APIError(400, f"{what} is out of range")
     return number
+
+
+def document_kind(file_type: str) -> str:
+    """The document a download URL's file type names: txt, md, docx, srt or vtt."""
+    if file_type in SUBTITLE_FORMATS:
+        return file_type
+    if file_type not in FILE_TYPES:
+        raise APIError(400, "Unknown file type; use txt, md, word, docx, srt or vtt")
+    return FILE_TYPES[file_type]
 
 
 def uuid_id(value: str, what: str = "transcription id") -> uuid.UUID:
