@@ -1,8 +1,8 @@
 """The job queue: runner slots, claims, leases, recovery. It knows no step: pipeline.py
 registers what running a job means (`set_job_handler`).
 
-Pull, not push: each process keeps EXECUTOR_MAX_WORKERS runner slots (threads of its
-Flask-Executor pool). A free slot claims the oldest claimable job in one statement
+Pull, not push: each process keeps EXECUTOR_MAX_WORKERS runner slots (a thread per running
+job). A free slot claims the oldest claimable job in one statement
 (`FOR UPDATE SKIP LOCKED` on PostgreSQL), fair between users: jobs are ranked by their place in
 their user's own queue first, so one user's backlog never holds back another user's first job.
 Slots are woken at once by PostgreSQL `LISTEN/NOTIFY` when a job is submitted or handed back,
@@ -16,14 +16,15 @@ unfinished jobs back with an already expired lease, so they are claimable at onc
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import random
 import select as select_module
 import socket
 import threading
-import time
 import signal
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Callable
@@ -31,7 +32,6 @@ from typing import Callable
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from flask_executor import Executor
 from sqlalchemy import func, or_, select, text, update
 
 import models as m
@@ -285,9 +285,50 @@ def _drain() -> None:
     _draining.set()
 
 
-# Runs before concurrent.futures joins its worker threads at interpreter exit (these hooks
-# run in reverse order of registration); a plain atexit hook would run only after that.
-threading._register_atexit(_drain)
+# How long an exiting process waits for its running jobs to reach a checkpoint and hand back
+# (gunicorn kills a worker after graceful_timeout anyway; a job not handed back resumes
+# when its lease expires).
+EXIT_DRAIN_SECONDS = 60.0
+
+_job_threads: set[threading.Thread] = set()
+_job_threads_lock = threading.Lock()
+
+
+def start_job_thread(target: Callable[..., None], *args: object) -> None:
+    """Run one claimed job in a thread of its own. Daemon threads: interpreter exit does not
+    wait for them before the atexit hooks run, and the hook below drains them first."""
+    thread = threading.Thread(target=_run_then_forget, args=(target, *args), name="job-slot",
+                              daemon=True)
+    with _job_threads_lock:
+        _job_threads.add(thread)
+    try:
+        thread.start()
+    except RuntimeError:  # no new threads (interpreter exit)
+        with _job_threads_lock:
+            _job_threads.discard(thread)
+        raise
+
+
+def _run_then_forget(target: Callable[..., None], *args: object) -> None:
+    try:
+        target(*args)
+    finally:
+        with _job_threads_lock:
+            _job_threads.discard(threading.current_thread())
+
+
+def _drain_at_exit() -> None:
+    """Interpreter exit (a recycled gunicorn worker, SIGTERM on deploy): running jobs stop at
+    their next checkpoint and hand back before the process is gone."""
+    _drain()
+    deadline = time.monotonic() + EXIT_DRAIN_SECONDS
+    with _job_threads_lock:
+        running = list(_job_threads)
+    for thread in running:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
+atexit.register(_drain_at_exit)
 
 
 class LeaseKeeper(threading.Thread):
@@ -333,7 +374,7 @@ class LeaseKeeper(threading.Thread):
 
 class Runner:
     """This process's runner slots for one app: a dispatcher thread that claims jobs while a
-    slot is free, a LISTEN thread that wakes it, and Flask-Executor's pool that runs them."""
+    slot is free, a LISTEN thread that wakes it, and a thread per running job."""
 
     def __init__(self, app: Flask):
         self.app = app
@@ -341,11 +382,6 @@ class Runner:
         self.slots = 0 if self.celery else app.config["EXECUTOR_MAX_WORKERS"]
         self.poll_seconds = app.config["JOB_POLL_SECONDS"]
         self.recovery_seconds = app.config["JOB_RECOVERY_INTERVAL_SECONDS"]
-        # Flask-Executor's thread pool, one per app, EXECUTOR_MAX_WORKERS threads: the slots.
-        self.executor = Executor()
-        if self.slots > 0:
-            app.config["EXECUTOR_TYPE"] = "thread"
-            self.executor.init_app(app)
         self.busy = 0
         self.lock = threading.Lock()
         self.wake = threading.Event()
@@ -400,8 +436,9 @@ class Runner:
                 break
             BUSY_SLOTS.inc()
             try:
-                self.executor._self.submit(self._run, job_id, owner)
-            except RuntimeError:  # the pool is shutting down (interpreter exit): give it back
+                # An app context of its own (`_run`): no session is shared between threads.
+                start_job_thread(self._run, job_id, owner)
+            except RuntimeError:  # interpreter exit: no new threads; give the job back
                 BUSY_SLOTS.dec()
                 self._slot_done(wake=False)
                 _hand_back(job_id, owner)

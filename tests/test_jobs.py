@@ -307,3 +307,22 @@ def test_kill_9_of_the_whole_service_then_restart_continues_the_job_at_once(
     finally:
         os.killpg(second.pid, signal.SIGTERM)
         second.wait(timeout=30)
+
+
+def test_interpreter_exit_drains_running_jobs_and_waits_for_them():
+    # A job thread still running at exit sees the drain flag (it would stop at its next
+    # checkpoint and hand back) and gets to finish before the process is gone.
+    script = """
+import threading
+import jobs
+started = threading.Event()
+def job():
+    started.set()
+    print("drained" if jobs._draining.wait(30) else "never drained", flush=True)
+jobs.start_job_thread(job)
+started.wait(10)
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "drained"
