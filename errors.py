@@ -1,4 +1,5 @@
-"""One error type for views, and handlers that turn every failure into contract JSON."""
+"""Error types (one for views, domain refusals, outside-world failures) and the handlers that
+turn every failure into contract JSON."""
 from __future__ import annotations
 
 import errno
@@ -34,6 +35,30 @@ class ServiceError(Exception):
         self.detail = detail or message
 
 
+class DomainError(Exception):
+    """A refusal by the domain (the job module, services): str() is the user's message. The
+    domain code knows no HTTP; the handler below gives each kind its status."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(DomainError):
+    """What was sent cannot be used (400)."""
+
+
+class Conflict(DomainError):
+    """The current state does not allow it: cancel a finished job, retry a running one (409)."""
+
+
+class StorageUnavailable(DomainError):
+    """The server cannot store it right now: disk full, quota, read-only (507)."""
+
+
+_DOMAIN_STATUS = ((InvalidInput, 400), (Conflict, 409), (StorageUnavailable, 507))
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None):
     response = jsonify(error=message)
     response.status_code = status
@@ -61,6 +86,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(APIError)
     def handle_api_error(exc: APIError):
         return error_response(exc.status, exc.message, exc.headers)
+
+    @app.errorhandler(DomainError)
+    def handle_domain_error(exc: DomainError):
+        status = next((code for kind, code in _DOMAIN_STATUS if isinstance(exc, kind)), 400)
+        return error_response(status, exc.message)
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException):

@@ -27,7 +27,7 @@ import models as m
 from audio_service import AudioError, check_window, compact_extension, encode_compact, require_audio
 from chunk_runner import Cancelled
 from database import db
-from errors import APIError
+from errors import Conflict, InvalidInput, StorageUnavailable
 # The queue lives in jobs.py; these names stay importable from here for callers and tests.
 from jobs import (LeaseKeeper, _drain, _draining, _lease_held, enqueue, init_app,  # noqa: F401
                   recover_jobs, run_job, set_job_handler)
@@ -62,12 +62,12 @@ def accept_upload(job: Transcription, upload: FileStorage) -> None:
         require_audio(target)
     except AudioError as exc:
         remove_job_files(job.id)
-        raise APIError(400, f"The uploaded file cannot be used: {exc}") from None
+        raise InvalidInput(f"The uploaded file cannot be used: {exc}") from None
     except OSError:
         log.exception("job=%s could not store the upload", job.id)
         remove_job_files(job.id)
-        raise APIError(507, "The server cannot store the upload right now (storage full or "
-                            "unavailable); please try again later") from None
+        raise StorageUnavailable("The server cannot store the upload right now (storage full "
+                                 "or unavailable); please try again later") from None
 
 
 # Running a job ------------------------------------------------------------------------------
@@ -449,7 +449,7 @@ def redact(text: str, secrets: list[str | None]) -> str:
 
 def cancel(job: Transcription) -> str:
     if job.status in m.FINAL_STATUSES:
-        raise APIError(409, f"The transcription is already {job.status}")
+        raise Conflict(f"The transcription is already {job.status}")
     job.cancel_requested = True
     if not _lease_held(job):
         job.status = JobStatus.CANCELLED
@@ -460,10 +460,10 @@ def cancel(job: Transcription) -> str:
 
 def retry(job: Transcription) -> None:
     if job.status not in (JobStatus.ERROR, JobStatus.CANCELLED):
-        raise APIError(409, f"Only failed or cancelled transcriptions can be retried; "
-                            f"this one is {job.status}")
+        raise Conflict(f"Only failed or cancelled transcriptions can be retried; "
+                       f"this one is {job.status}")
     if _lease_held(job):
-        raise APIError(409, "The transcription is still stopping; try again in a few seconds")
+        raise Conflict("The transcription is still stopping; try again in a few seconds")
     now = utcnow()
     # One statement decides: of concurrent retries of one job exactly one matches.
     claimed = db.session.execute(
@@ -477,7 +477,7 @@ def retry(job: Transcription) -> None:
         .execution_options(synchronize_session=False)).rowcount
     if claimed != 1:
         db.session.rollback()
-        raise APIError(409, "The transcription is already being retried")
+        raise Conflict("The transcription is already being retried")
     if job.status == JobStatus.ERROR:
         # A failed remote step starts over: a fresh submission with a fresh deadline.
         db.session.execute(delete(JobChunk).where(
