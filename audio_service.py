@@ -69,17 +69,22 @@ def ffmpeg_exe() -> str:
         raise AudioError("FFmpeg is not installed on the server") from exc
 
 
-@functools.cache
-def _encoders() -> frozenset[str]:
+def _ffmpeg_listing(option: str) -> list[str]:
+    """The lines FFmpeg prints for a listing option such as -encoders or -demuxers."""
     try:
-        result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-encoders"],
+        result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", option],
                                 stdin=subprocess.DEVNULL, capture_output=True,
                                 timeout=PROBE_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise AudioError("FFmpeg could not be started on the server") from exc
+    return result.stdout.decode("utf-8", "replace").splitlines()
+
+
+@functools.cache
+def _encoders() -> frozenset[str]:
     names = set()
     # Lines look like " A....D libopus   libopus Opus (codec opus)"; the header ends at " ------".
-    for line in result.stdout.decode("utf-8", "replace").splitlines():
+    for line in _ffmpeg_listing("-encoders"):
         parts = line.split()
         if len(parts) >= 2 and len(parts[0]) == 6 and parts[0][0] in "VAS":
             names.add(parts[1])
@@ -141,15 +146,9 @@ _DEMUXER_LINE = re.compile(r"^\s*D[\sE.]?[\sd.]?\s+(\S+)\s")
 def _format_whitelist() -> str:
     """Every demuxer of this FFmpeg except devices and `_DENIED_DEMUXERS`, for -format_whitelist
     (a file probed as anything else fails to open instead of being followed)."""
-    try:
-        result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-demuxers"],
-                                stdin=subprocess.DEVNULL, capture_output=True,
-                                timeout=PROBE_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AudioError("FFmpeg could not be started on the server") from exc
     names: set[str] = set()
     started = False
-    for line in result.stdout.decode("utf-8", "replace").splitlines():
+    for line in _ffmpeg_listing("-demuxers"):
         if line.strip() == "---":
             started = True
             continue

@@ -27,24 +27,23 @@ def _parse_bool(name: str, raw: str) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
-def _parse_int(name: str, raw: str, minimum: int | None = None) -> int:
+def _parse_number(name: str, raw: str, convert: Callable[[str], Any], what: str,
+                  minimum: float | None) -> Any:
     try:
-        value = int(raw.strip())
+        value = convert(raw.strip())
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _parse_int(name: str, raw: str, minimum: int | None = None) -> int:
+    return _parse_number(name, raw, int, "a whole number", minimum)
 
 
 def _parse_float(name: str, raw: str, minimum: float | None = None) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    return value
+    return _parse_number(name, raw, float, "a number", minimum)
 
 
 def _parse_list(name: str, raw: str) -> list[str]:
