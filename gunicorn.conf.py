@@ -49,6 +49,13 @@ def post_worker_init(worker):
     start_runner(worker.wsgi)
 
 
+def worker_exit(server, worker):
+    # A recycled or stopped worker: its running jobs stop at their next checkpoint and hand
+    # back now, while the interpreter shuts down (jobs.py's exit hook waits for them).
+    from jobs import _drain
+    _drain()
+
+
 def child_exit(server, worker):
     # A dead worker's live gauges (busy runner slots) stop counting.
     from prometheus_client import multiprocess
