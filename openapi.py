@@ -29,8 +29,9 @@ bp = Blueprint("openapi", __name__)
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1.0"
 
-# Endpoints that exist but are not part of the API (Flask's static files, when a folder exists).
-EXCLUDED_ENDPOINTS = frozenset({"static"})
+# Endpoints that exist but are not part of the API: Flask's static files (when a folder
+# exists) and the web page at `/` with its files (web_page.py).
+EXCLUDED_ENDPOINTS = frozenset({"static", "web.page", "web.asset"})
 # Methods Werkzeug adds to every rule by itself.
 IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
 
