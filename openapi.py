@@ -374,7 +374,9 @@ def operations() -> dict[str, dict]:
         "user.process": op(
             "Submit a talk for transcription",
             description="Exactly one of `drive_link` and `file`. Returns at once; the job runs "
-                        "in the background.",
+                        "in the background. A link's title and length are read first (at "
+                        "most LINK_METADATA_TIMEOUT_SECONDS): a private, removed, live or too "
+                        "long video, or a window past its end, is a 400 without a job.",
             form={"type": "object", "properties": {
                 "drive_link": string(maxLength=2048, description=(
                     "a YouTube or Google Drive link"),
