@@ -12,7 +12,9 @@ YouTube refusing the server for a while), is accepted: the job says why later if
 """
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import tempfile
 import threading
 from concurrent.futures import Future
@@ -50,6 +52,7 @@ class LinkRefused(Exception):
         self.detail = detail or message
 
 
+@functools.cache
 def _final_messages() -> frozenset[str]:
     from fetch_service import (DRIVE_FOLDER, DRIVE_NOT_FOUND, DRIVE_NOT_SHARED, LIVE_MESSAGE,
                                youtube_error_message)
@@ -183,8 +186,11 @@ def _drive_headers(url: str, proxy: str, timeout: float) -> tuple[str | None, in
     from fetch_service import DRIVE_NOT_SHARED, FetchError, _disposition_name
 
     with requests.Session() as session:
-        session.trust_env = False  # the guard is the only way out
+        session.trust_env = False  # the guard is the only way out (no *_PROXY variables)
         session.proxies = {"http": proxy, "https": proxy}
+        # ...but an operator's CA bundle still counts, as it does for gdown.
+        session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                          or True)
         for _ in range(3):
             with session.get(url, stream=True, timeout=timeout) as response:
                 response.raise_for_status()

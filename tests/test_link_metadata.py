@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from conftest import bearer, login
+from test_fetch_service import AUDIO, drive_cert, google_drive  # noqa: F401 (fixtures)
 from database import db
 from fetch_service import DRIVE_NOT_FOUND, DRIVE_NOT_SHARED, LIVE_MESSAGE
 from models import Transcription
@@ -274,3 +275,28 @@ def test_the_probe_keeps_to_the_private_address_rule(setup, drive):
     app, client, headers = setup(DRIVE_BASE_URL=drive.url, ALLOW_PRIVATE_ADDRESSES=False)
     assert post(client, headers, drive_link(DRIVE_PRIVATE)).status_code == 200
     assert drive.requests == []
+
+
+def test_drives_own_pages_through_the_guard(google_drive):
+    """drive.google.com's answers (served over TLS on 127.0.0.1 for Google's host names):
+    the redirect to drive.usercontent.google.com, the sign-in page, the quota page."""
+    from links import Source
+    from source_metadata import LinkRefused, probe_link
+
+    server, base = google_drive
+    config = {"LINK_METADATA_TIMEOUT_SECONDS": 5, "ALLOW_PRIVATE_ADDRESSES": True,
+              "DRIVE_BASE_URL": base, "MAX_DOWNLOAD_MB": 2, "MAX_AUDIO_SECONDS": 3600}
+
+    def probe(file_id):
+        return probe_link(Source("drive", file_id, f"{base}/uc?id={file_id}"), start=None,
+                          end=None, config=config)
+
+    found = probe("OK")
+    assert (found.title, found.size, found.duration) == ("Sermon 12", len(AUDIO), None)
+    assert probe("QUOTA") is None  # may pass: accepted
+    for file_id, message in [("PRIVATE", DRIVE_NOT_SHARED),
+                             ("BIG", "The file is 3.8 MB; the limit is 2.1 MB")]:
+        with pytest.raises(LinkRefused) as caught:
+            probe(file_id)
+        assert str(caught.value) == message
+    assert "drive.usercontent.google.com/download?id=OK&export=download" in server.requests

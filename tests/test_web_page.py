@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import threading
 import zipfile
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import openapi
+from audio_service import ffmpeg_exe
 from conftest import TEST_PASSWORD
 from test_local_whisper import whisper_config  # noqa: F401 (the model, loaded once)
 from web_page import PAGE_CSP
@@ -142,9 +144,21 @@ def test_sign_in_upload_watch_and_download_word_in_chromium(live_server, browser
     for word in ("morning", "love", "forgiveness", "bless"):
         assert word in text, text
 
-    # The admin tables list the job with its owner.
-    page.wait_for_selector("#admin-jobs tbody tr", timeout=20_000)
-    assert "pastor" in page.inner_text("#admin-jobs tbody tr")
+    # A recording without speech fails; the page says why, and the admin sees the job and
+    # the error log entry.
+    silence = tmp_path / "silence.opus"
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+                    "-i", "anullsrc=r=16000:cl=mono,atrim=duration=3", str(silence)],
+                   check=True)
+    page.set_input_files("#file", str(silence))
+    page.click("#submit")
+    failed = page.wait_for_selector("#jobs tbody tr[data-status=error]", timeout=120_000)
+    assert "no speech was found" in failed.inner_text().lower()
+    page.wait_for_selector("#admin-logs tbody tr", timeout=20_000)
+    assert "no speech was found" in page.inner_text("#admin-logs tbody").lower()
+    admin_rows = page.inner_text("#admin-jobs tbody")
+    assert admin_rows.count("pastor") == 2 and "en-short" in admin_rows and "silence" in \
+        admin_rows
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     assert problems == []
 

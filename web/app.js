@@ -128,6 +128,18 @@ function statusCell(row, job) {
     note.textContent = job.error_message;
     td.append(note);
   }
+  if (job.status === "error" || job.status === "cancelled") {
+    const retry = document.createElement("button");
+    retry.type = "button";
+    retry.className = "link";
+    retry.textContent = "retry";
+    retry.addEventListener("click", async () => {
+      const response = await api(`/transcriptions/${job.id}/retry`, {method: "POST"});
+      if (!response.ok) alert(await errorText(response));
+      refresh();
+    });
+    td.append(retry);
+  }
   if (!FINAL.has(job.status) && job.status) {
     const cancel = document.createElement("button");
     cancel.type = "button";
