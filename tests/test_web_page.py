@@ -27,7 +27,7 @@ def test_the_page_and_its_files_are_served_under_their_own_policy(client):
     page = client.get("/")
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.data.decode()
-    assert '<script src="/web/app.js"' in html and 'href="/web/app.css"' in html
+    assert '<script src="web/app.js"' in html and 'href="web/app.css"' in html
     assert not re.search(r"(src|href)=\"(https?:)?//", html)  # nothing from another site
     assert page.headers["Content-Security-Policy"] == PAGE_CSP
     assert "script-src 'self'" in PAGE_CSP and "unsafe-inline" not in PAGE_CSP

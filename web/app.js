@@ -9,6 +9,9 @@ const FINAL = new Set(["completed", "error", "cancelled"]);
 const DOCUMENTS = [["txt", "TXT"], ["md", "Markdown"], ["word", "Word"], ["srt", "SRT"],
                    ["vtt", "VTT"]];
 const $ = (id) => document.getElementById(id);
+// Where the API is: this page's folder ("/" unless a proxy serves Ezra under a prefix).
+const BASE = location.pathname.replace(/[^/]*$/, "");
+const url = (path) => BASE + path.replace(/^\//, "");
 
 let pollTimer = null;
 
@@ -31,7 +34,7 @@ async function api(path, options = {}) {
   const current = session();
   const headers = new Headers(options.headers || {});
   if (current) headers.set("Authorization", "Bearer " + current.token);
-  const response = await fetch(path, {...options, headers});
+  const response = await fetch(url(path), {...options, headers});
   if (response.status === 401 && current) {
     signOut("Your session has ended; please sign in again.");
     throw new Error("signed out");
@@ -92,14 +95,14 @@ async function download(prefix, type, job, button) {
       return;
     }
     const blob = await response.blob();
-    const url = URL.createObjectURL(blob);
+    const objectUrl = URL.createObjectURL(blob);
     const link = document.createElement("a");
-    link.href = url;
+    link.href = objectUrl;
     link.download = fileName(response, `${job.audio_file_name || job.id}.${type}`);
     document.body.append(link);
     link.click();
     link.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    setTimeout(() => URL.revokeObjectURL(objectUrl), 10000);
   } finally {
     button.disabled = false;
   }
@@ -237,7 +240,7 @@ $("login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   $("login-error").textContent = "";
   const username = $("username").value.trim();
-  const response = await fetch("/login", {
+  const response = await fetch(url("/login"), {
     method: "POST", headers: {"Content-Type": "application/json"},
     body: JSON.stringify({username, password: $("password").value})});
   if (!response.ok) {
