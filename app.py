@@ -20,6 +20,7 @@ import ops_routes
 import pipeline  # noqa: F401 (registers the job handler)
 import scratch
 import security_headers
+import web_page
 from auth import init_jwt
 from config import BASE_DIR, load_config
 from database import db, migrate
@@ -74,6 +75,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(admin_bp)
     app.register_blueprint(openapi_bp)
     app.register_blueprint(ops_routes.bp)
+    web_page.init_app(app)
 
     app.cli.add_command(create_admin_command)
     if app.config["EMBEDDED_DATABASE"] and not app.testing:

@@ -93,6 +93,8 @@ _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     "DRIVE_BASE_URL": ("https://drive.google.com", lambda n, v: v.strip().rstrip("/")),
     "MAX_AUDIO_SECONDS": (6 * 3600, lambda n, v: _parse_int(n, v, 1)),
     "MAX_DOWNLOAD_MB": (1024, lambda n, v: _parse_int(n, v, 1)),
+    # POST /process reads a link's title and length for at most this long (0: not at all).
+    "LINK_METADATA_TIMEOUT_SECONDS": (8.0, lambda n, v: _parse_float(n, v, 0)),
     # Transcription
     # Unset: remote or openai when configured, else the embedded local engine (see below).
     "TRANSCRIBE_ENGINE": (None, lambda n, v: v.strip().lower()),

@@ -31,8 +31,9 @@ bp = Blueprint("openapi", __name__)
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1.0"
 
-# Endpoints that exist but are not part of the API (Flask's static files, when a folder exists).
-EXCLUDED_ENDPOINTS = frozenset({"static"})
+# Endpoints that exist but are not part of the API: Flask's static files (when a folder
+# exists) and the web page at `/` with its files (web_page.py).
+EXCLUDED_ENDPOINTS = frozenset({"static", "web.page", "web.asset"})
 # Methods Werkzeug adds to every rule by itself.
 IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
 
@@ -368,7 +369,9 @@ def operations() -> dict[str, dict]:
         "user.process": op(
             "Submit a talk for transcription",
             description="Exactly one of `drive_link` and `file`. Returns at once; the job runs "
-                        "in the background.",
+                        "in the background. A link's title and length are read first (at "
+                        "most LINK_METADATA_TIMEOUT_SECONDS): a private, removed, live or too "
+                        "long video, or a window past its end, is a 400 without a job.",
             form={"type": "object", "properties": {
                 "drive_link": string(maxLength=2048, description=(
                     "a YouTube or Google Drive link"),

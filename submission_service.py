@@ -17,8 +17,9 @@ import pipeline
 from database import db
 from errors import APIError
 from limits import MAX_FILENAME_LENGTH
-from links import LinkError, parse_link
+from links import LinkError, Source, parse_link
 from models import FINAL_STATUSES, JobStatus, Transcription, User
+from source_metadata import LinkRefused, probe_link, stored_names
 from storage import remove_job_files
 from system_settings import transcribing_allowed
 from validation import display_text
@@ -45,6 +46,7 @@ def submit(user_id: int, *, link: str | None, upload: FileStorage | None,
             raise APIError(400, str(exc)) from None
         job.google_drive_url = link
         job.source_type = source.kind
+        _read_link_metadata(job, source, start, end)  # before any lock: it may take seconds
     else:
         if len(upload.filename) > MAX_FILENAME_LENGTH:
             raise APIError(400, f"The file name is longer than {MAX_FILENAME_LENGTH} characters")
@@ -65,6 +67,18 @@ def submit(user_id: int, *, link: str | None, upload: FileStorage | None,
         raise
     pipeline.enqueue(job.id)
     return job.id
+
+
+def _read_link_metadata(job: Transcription, source: Source, start: float | None,
+                        end: float | None) -> None:
+    """A link that cannot work is refused now (400, no job); its title names the job."""
+    try:
+        metadata = probe_link(source, start=start, end=end, config=current_app.config)
+    except LinkRefused as exc:
+        raise APIError(400, str(exc)) from None
+    names = stored_names(metadata, source.kind) if metadata is not None else None
+    if names is not None:
+        job.audio_file_name, job.audio_file_path = names
 
 
 def check_unfinished_limit(user_id: int) -> None:

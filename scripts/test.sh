@@ -35,4 +35,13 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   fi
 fi
 
+# tests/test_web_page.py drives the page at / in Debian's Chromium (through the `playwright`
+# package, which downloads no browser of its own): install it when missing and we are root.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "Installing chromium for the browser test..."
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+    >/tmp/ezra-chromium-install.log 2>&1 \
+    || echo "Could not install chromium (see /tmp/ezra-chromium-install.log); the browser test will be skipped"
+fi
+
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"
