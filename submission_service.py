@@ -17,6 +17,7 @@ import pipeline
 from database import db
 from errors import APIError
 from links import LinkError, parse_link
+from reuse import link_source_key
 from models import FINAL_STATUSES, SUBMITTED, Transcription, User
 from storage import remove_job_files
 from system_settings import transcribing_allowed
@@ -45,6 +46,7 @@ def submit(user_id: int, *, link: str | None, upload: FileStorage | None,
             raise APIError(400, str(exc)) from None
         job.google_drive_url = link
         job.source_type = source.kind
+        job.source_key = link_source_key(source)  # one key for every form of the link
     else:
         if len(upload.filename) > MAX_FILENAME_LENGTH:
             raise APIError(400, f"The file name is longer than {MAX_FILENAME_LENGTH} characters")
