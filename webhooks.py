@@ -102,7 +102,16 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 def add_event(job_id: Any) -> None:
     """Add the finished job's event to the session (its caller commits), if its user has a
-    webhook. Reads the job as the current transaction sees it."""
+    webhook. Reads the job as the current transaction sees it. In a savepoint: whatever goes
+    wrong here must not stop the job's own status from being recorded."""
+    try:
+        with db.session.begin_nested():
+            _add_event(job_id)
+    except Exception:
+        log.exception("job=%s the webhook event could not be recorded", job_id)
+
+
+def _add_event(job_id: Any) -> None:
     webhook = db.session.execute(
         select(Webhook.url, Webhook.user_id).join(Transcription,
                                                   Transcription.user_id == Webhook.user_id)

@@ -216,3 +216,21 @@ def test_delivery_rechecks_the_address_and_never_connects_to_a_private_one(
     assert receiver.received == []
     assert delivery["last_status_code"] is None
     assert "refused" in delivery["last_error"] and "127.0.0.1" in delivery["last_error"]
+
+
+def test_a_receiver_that_never_answers_is_cut_off():
+    """One attempt is bounded in all (WEBHOOK_TIMEOUT_SECONDS), even when the receiver
+    accepts the connection and then says nothing."""
+    import socket
+
+    from webhooks import DeliveryError, post
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+        with pytest.raises(DeliveryError, match="no answer within 0.3 s"):
+            post(url, b"{}", {"Content-Type": "application/json"}, timeout=0.3,
+                 allow_private=True)
+        with pytest.raises(DeliveryError, match="refused: 127.0.0.1 resolves to the private"):
+            post(url, b"{}", {}, timeout=0.3, allow_private=False)
+    finally:
+        silent.close()
