@@ -85,6 +85,8 @@ def take_transcript(run: _Run, job: Transcription, upload_path: Path,
                     language: str | None) -> str | None:
     """The transcript of an earlier job of the same talk, copied into this job (with its
     segments), or None when there is none and the job must fetch and transcribe."""
+    if not run.config["REUSE_FINISHED_WORK"]:
+        return None
     if job.source_key is None and job.source_type == "upload" and upload_path.exists():
         # Committed by update(): the job's attributes are reloaded with the key.
         run.update(source_key=upload_source_key(upload_path))
@@ -123,7 +125,7 @@ def take_proofread(run: _Run, job: Transcription, transcript: str, prompt: str,
                    model: str) -> str | None:
     """The Markdown an earlier job made from the same transcript with the same prompt text
     and model, copied into this job; None when proofreading must run."""
-    if job.source_key is None:
+    if job.source_key is None or not run.config["REUSE_FINISHED_WORK"]:
         return None
     markdown = Document.__table__.alias("markdown")
     transcript_doc = Document.__table__.alias("transcript")
