@@ -18,6 +18,7 @@ import time
 import traceback
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from flask import Flask
 from sqlalchemy import delete, or_, select, update
@@ -132,7 +133,8 @@ class JobRun:
         if self.keeper.cancelled.is_set():
             raise JobStopped("cancelled")
 
-    def set_status(self, status: str, *, also=None, **values) -> None:
+    def set_status(self, status: str, *, also: Callable[[], None] | None = None,
+                   **values) -> None:
         """Commit the status word before the step's slow work starts. `also()` runs in the
         same transaction when the status changed (the webhook outbox row of a finished job)."""
         self.check()
