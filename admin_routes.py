@@ -154,14 +154,28 @@ def list_logs():
     return jsonify([error_log(log) for log in logs])
 
 
+_JOBS = Transcription.__table__.c
+# What reuse (reuse.py) saved and the LLM tokens paid: one row, joined to the counts so the
+# dashboard's stats stay one statement.
+_REUSE = select(func.count(_JOBS.reused_from).label("reused"),
+                func.sum(_JOBS.reused_audio_seconds).label("saved_seconds"),
+                func.sum(_JOBS.reused_tokens).label("saved_tokens"),
+                func.sum(_JOBS.proofread_tokens).label("tokens")).subquery("reuse")
 _COUNTS = select(*[select(func.count()).select_from(model.__table__).scalar_subquery()
-                   for model in (User, Transcription, ErrorLog)])
+                   for model in (User, Transcription, ErrorLog)],
+                 _REUSE.c.reused, _REUSE.c.saved_seconds, _REUSE.c.saved_tokens,
+                 _REUSE.c.tokens).select_from(_REUSE)
 
 
 @bp.get("/stats")
 def stats():
-    users, transcriptions, errors = db.session.execute(_COUNTS).one()
-    return jsonify(total_users=users, total_transcriptions=transcriptions, total_errors=errors)
+    (users, transcriptions, errors, reused, saved_seconds, saved_tokens,
+     tokens) = db.session.execute(_COUNTS).one()
+    return jsonify(total_users=users, total_transcriptions=transcriptions, total_errors=errors,
+                   reused_transcriptions=reused,
+                   reuse_saved_audio_minutes=round((saved_seconds or 0) / 60, 1),
+                   reuse_saved_llm_tokens=int(saved_tokens or 0),
+                   llm_tokens_used=int(tokens or 0))
 
 
 # Prompts -----------------------------------------------------------------------------------

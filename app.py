@@ -70,6 +70,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from auth_routes import bp as auth_bp
     from openapi import bp as openapi_bp
     from user_routes import bp as user_bp
+    import webhook_routes  # noqa: F401 (adds its routes to the user and admin blueprints)
     app.register_blueprint(auth_bp)
     app.register_blueprint(user_bp)
     app.register_blueprint(admin_bp)

@@ -128,6 +128,16 @@ _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     "PROOFREAD_CONCURRENCY": (4, lambda n, v: _parse_int(n, v, 1)),
     "PROOFREAD_TIMEOUT_SECONDS": (300.0, lambda n, v: _parse_float(n, v, 0.1)),
     "PROOFREAD_MAX_RETRIES": (5, lambda n, v: _parse_int(n, v, 0)),
+    # A job of a talk transcribed before takes that work (reuse.py); false: every job pays.
+    "REUSE_FINISHED_WORK": (True, _parse_bool),
+    # Webhooks (webhooks.py)
+    "WEBHOOK_MAX_ATTEMPTS": (6, lambda n, v: _parse_int(n, v, 1)),
+    "WEBHOOK_BACKOFF_SECONDS": (30.0, lambda n, v: _parse_float(n, v, 0.01)),
+    "WEBHOOK_TIMEOUT_SECONDS": (10.0, lambda n, v: _parse_float(n, v, 0.1)),
+    "WEBHOOK_POLL_SECONDS": (5.0, lambda n, v: _parse_float(n, v, 0.05)),
+    # Prefix of the document links in webhook events (e.g. https://ezra.example.org);
+    # unset: the links are paths, as in the job lists.
+    "PUBLIC_BASE_URL": (None, lambda n, v: v.strip().rstrip("/")),
 }
 
 

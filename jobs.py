@@ -36,6 +36,7 @@ from sqlalchemy import func, or_, select, text, update
 
 import models as m
 import scratch
+import webhooks
 from database import db
 from logging_setup import request_id_var
 from metrics import BUSY_SLOTS, QUEUE_WAIT_SECONDS, SLOTS
@@ -399,6 +400,10 @@ class Runner:
             if self.app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
                 self.threads.append(threading.Thread(target=self._listen, name="job-listen",
                                                      daemon=True))
+            # Webhook events of finished jobs go out from the processes that run (or send) jobs.
+            self.threads.append(threading.Thread(target=webhooks.send_loop,
+                                                 args=(self.app, self.stopped),
+                                                 name="webhook-sender", daemon=True))
             for thread in self.threads:
                 thread.start()
 

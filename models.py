@@ -118,6 +118,17 @@ class Transcription(db.Model):
     # The X-Request-ID of the request that submitted the job: its runner logs under it.
     request_id: Mapped[str | None] = mapped_column(String(128), default=current_request_id)
 
+    # Reuse (reuse.py): what was transcribed, so a later job of the same talk can take it.
+    # youtube:<video id> | drive:<file id> | upload:sha256:<hex>
+    source_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    transcribe_model: Mapped[str | None] = mapped_column(String(200))
+    audio_seconds: Mapped[float | None] = mapped_column(Float)  # length transcribed
+    proofread_model: Mapped[str | None] = mapped_column(String(200))
+    proofread_tokens: Mapped[int | None] = mapped_column(BigInteger)  # LLM usage, all slices
+    reused_from: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # the job whose work it took
+    reused_audio_seconds: Mapped[float | None] = mapped_column(Float)
+    reused_tokens: Mapped[int | None] = mapped_column(BigInteger)
+
 
 class ErrorLog(db.Model):
     __tablename__ = "error_logs"
@@ -221,6 +232,66 @@ class LoginThrottle(db.Model):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_failure_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Webhook(db.Model):
+    """A user's webhook: where job events go, and the secret that signs them (webhooks.py)."""
+    __tablename__ = "webhooks"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=func.now())
+
+
+class WebhookDelivery(db.Model):
+    """One event for one webhook: the durable outbox row (written in the transaction that
+    finishes the job) and the state of its delivery."""
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_user_id_created_at", "user_id", "created_at"),
+        # What senders claim from: only pending rows, by when they are due.
+        Index("ix_webhook_deliveries_due", "next_attempt_at",
+              postgresql_where=text("status = 'pending'"),
+              sqlite_where=text("status = 'pending'")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer,
+                                    primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    transcription_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    event: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)  # the exact body, the same on every attempt
+    status: Mapped[str] = mapped_column(String(16), default="pending",
+                                        server_default="pending")  # pending|delivered|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now(), index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookAttempt(db.Model):
+    """The delivery log: one row per attempt."""
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer,
+                                    primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now())
 
 
 # Setting keys the service itself reads.

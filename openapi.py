@@ -176,7 +176,42 @@ def component_schemas() -> dict:
         }),
         "Stats": obj({"total_users": integer(minimum=0),
                       "total_transcriptions": integer(minimum=0),
-                      "total_errors": integer(minimum=0)}),
+                      "total_errors": integer(minimum=0),
+                      "reused_transcriptions": integer(minimum=0, description=(
+                          "jobs that took an earlier job's transcript or proofreading")),
+                      "reuse_saved_audio_minutes": number(minimum=0, description=(
+                          "audio not transcribed again thanks to reuse")),
+                      "reuse_saved_llm_tokens": integer(minimum=0, description=(
+                          "proofreading tokens not paid again thanks to reuse")),
+                      "llm_tokens_used": integer(minimum=0, description=(
+                          "proofreading tokens paid (the LLM's reported usage)"))}),
+        # Webhooks (webhook_routes.py) ---------------------------------------------------
+        "Webhook": obj({"url": string(), "created_at": TIMESTAMP, "updated_at": TIMESTAMP}),
+        "WebhookSet": obj({
+            "url": string(), "created_at": TIMESTAMP, "updated_at": TIMESTAMP,
+            "secret": null(string(description=(
+                "the signing secret, shown only when the webhook is created or the secret "
+                "rotated; null: unchanged"))),
+            "message": string()}),
+        "AdminWebhook": obj({"url": string(), "created_at": TIMESTAMP,
+                             "updated_at": TIMESTAMP, "user_id": integer()}),
+        "WebhookDelivery": obj({
+            "id": integer(),
+            "user_id": integer(),
+            "transcription_id": null(UUID),
+            "event": string(enum=["transcription.completed", "transcription.failed"]),
+            "url": string(description="where the last attempt went"),
+            "status": string(enum=["pending", "delivered", "failed"]),
+            "attempts": integer(minimum=0),
+            "next_attempt_at": TIMESTAMP,
+            "last_status_code": null(integer()),
+            "last_error": null(string()),
+            "created_at": TIMESTAMP,
+            "finished_at": TIMESTAMP,
+            "log": array(obj({"attempt": integer(minimum=1), "status_code": null(integer()),
+                              "error": null(string()), "duration_ms": integer(minimum=0),
+                              "created_at": TIMESTAMP})),
+        }),
         "Prompt": obj({"id": integer(), "version": string(), "prompt": string(),
                        "created_at": TIMESTAMP}),
         "PromptCreated": obj({"id": integer(), "version": string(), "prompt": string(),
@@ -411,6 +446,33 @@ def operations() -> dict[str, dict]:
         "user.download_named": op(
             "Download a document of the caller's transcription (the link the lists give)",
             errors=(400, 404), **download_document),
+        # User: webhook (webhook_routes.py) -------------------------------------------------
+        "user.get_webhook": op(
+            "The caller's webhook (never its secret)", errors=(404,),
+            response=json_response(ref("Webhook"))),
+        "user.set_webhook": op(
+            "Set or change the caller's webhook", ok=201,
+            description=(
+                "A signed JSON event is POSTed there when a job completes or fails. The URL "
+                "must be http(s) on a public address (400 otherwise, e.g. a private or local "
+                "network address). Creating answers 201 with the signing secret, shown only "
+                "then; `rotate_secret: true` makes and shows a new one. Each event carries "
+                "`X-Ezra-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + \".\" + "
+                "body)>`."),
+            body=obj({"url": string(minLength=1, maxLength=2048,
+                                    example="https://hooks.example.org/ezra"),
+                      "rotate_secret": boolean(default=False)},
+                     required=["url"], closed=False),
+            extra_responses={200: json_response(ref("WebhookSet"), "Updated")},
+            response=json_response(ref("WebhookSet"), "Created")),
+        "user.delete_webhook": op(
+            "Remove the caller's webhook", errors=(404,),
+            description="Events not delivered yet are dropped (marked failed).",
+            response=json_response(ref("Message"))),
+        "user.own_webhook_deliveries": op(
+            "The caller's webhook deliveries with their attempts, newest first",
+            paginated=ADMIN_PAGE_DEFAULT,
+            response=json_response(array(ref("WebhookDelivery")))),
         # Admin: users ---------------------------------------------------------------------
         "admin.list_users": op(
             "Every user with their transcription count", paginated=True,
@@ -454,7 +516,16 @@ def operations() -> dict[str, dict]:
         "admin.list_logs": op(
             "Error logs, newest first", paginated=ADMIN_PAGE_DEFAULT,
             response=json_response(array(ref("ErrorLog")))),
-        "admin.stats": op("Totals", response=json_response(ref("Stats"))),
+        "admin.stats": op("Totals, and what reuse of finished work saved",
+                          response=json_response(ref("Stats"))),
+        "admin.all_webhook_deliveries": op(
+            "Every webhook delivery with its attempts (status code, error, duration), "
+            "newest first", paginated=ADMIN_PAGE_DEFAULT, errors=(400,),
+            description="`user_id` narrows the list to one user.",
+            response=json_response(array(ref("WebhookDelivery")))),
+        "admin.user_webhook": op(
+            "A user's webhook (never its secret)", errors=(400, 404),
+            response=json_response(ref("AdminWebhook"))),
         # Admin: prompts -------------------------------------------------------------------
         **active_prompt_ops("transcribe"),
         **active_prompt_ops("proofread"),

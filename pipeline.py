@@ -18,12 +18,15 @@ import time
 import traceback
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from flask import Flask
 from sqlalchemy import delete, or_, select, update
 from werkzeug.datastructures import FileStorage
 
 import models as m
+import reuse
+import webhooks
 from audio_service import AudioError, check_window, compact_extension, encode_compact, require_audio
 from chunk_runner import Cancelled
 from database import db
@@ -131,8 +134,10 @@ class JobRun:
         if self.keeper.cancelled.is_set():
             raise JobStopped(JobStatus.CANCELLED)
 
-    def set_status(self, status: str, **values) -> None:
-        """Commit the status word before the step's slow work starts."""
+    def set_status(self, status: str, *, also: Callable[[], None] | None = None,
+                   **values) -> None:
+        """Commit the status word before the step's slow work starts. `also()` runs in the
+        same transaction when the status changed (the webhook outbox row of a finished job)."""
         self.check()
         now = time.monotonic()
         result = db.session.execute(
@@ -142,6 +147,8 @@ class JobRun:
             .values(status=status, progress_step=status, progress_done=None,
                     progress_total=None, updated_at=utcnow(), **values)
             .execution_options(synchronize_session=False))
+        if also is not None and result.rowcount == 1:
+            also()
         db.session.commit()
         log.info("job=%s step=%s status=%s previous_step_seconds=%.2f", self.job_id, self.step,
                  status, now - self.step_started)
@@ -194,6 +201,11 @@ class JobRun:
             self.check()
             # Each step runs only if its document is not stored yet (a resumed job skips it).
             transcript = self.document("txt")
+            if transcript is None:  # an earlier job of the same talk may have paid for it
+                transcript = reuse.take_transcript(self, job, job_dir(self.job_id) / UPLOAD_NAME,
+                                                   job.language or default_language())
+                if transcript is not None:
+                    remove_job_files(self.job_id)
             if transcript is None:
                 source, windowed = self.fetch(job)
                 audio = self.prepare(job, source, windowed)
@@ -203,7 +215,9 @@ class JobRun:
                 markdown = self.proofread(job, transcript)
             if not self.has_document("docx"):
                 self.convert(markdown)
-            self.set_status(JobStatus.COMPLETED, error_message=None)
+            self.set_status(JobStatus.COMPLETED, error_message=None,
+                            also=lambda: webhooks.add_event(self.job_id))
+            webhooks.wake()
         except JobStopped as stop:
             if str(stop) == JobStatus.CANCELLED:
                 self.update(status=JobStatus.CANCELLED, error_message="Cancelled by the user",
@@ -233,7 +247,9 @@ class JobRun:
             error_message=storable_text(redact(f"{failure.message}: {failure.detail or ''}",
                                                secrets))[:5000],
             stack_trace=storable_text(redact(traceback.format_exc(), secrets))[:20000]))
+        webhooks.add_event(self.job_id)  # the outbox row commits with the failure
         db.session.commit()
+        webhooks.wake()
         log.info("job=%s step=%s status=error seconds=%.2f", self.job_id, failure.step,
                  time.monotonic() - self.step_started)
 
@@ -325,6 +341,7 @@ class JobRun:
             raise StepFailure("fetch", f"The audio is longer than the limit of {limit // 60} "
                                        f"minutes (its header claimed {int(duration)} seconds)")
         partial.replace(audio)  # a half-written file never looks finished
+        self.update(audio_seconds=decoded)
         return audio
 
     def transcribe(self, job: Transcription, audio: Path) -> str:
@@ -337,7 +354,8 @@ class JobRun:
         # The request's language, else the admin's default, else Whisper detects it.
         language = job.language or default_language()
         self.set_status(JobStatus.TRANSCRIBING, transcribe_prompt=prompt, language=language,
-                        engine=self.config["TRANSCRIBE_ENGINE"])
+                        engine=self.config["TRANSCRIBE_ENGINE"],
+                        transcribe_model=reuse.transcribe_model_id(self.config))
         started = time.monotonic()
         try:
             engine = engine_from_config(self.config)
@@ -386,7 +404,11 @@ class JobRun:
             prompt = active.prompt if active else ""
         model = get_setting(SETTING_PROOFREAD_MODEL) or self.config["PROOFREAD_MODEL"]
         db.session.commit()
-        self.set_status(JobStatus.PROOFREADING, proofread_prompt=prompt, proofread_note=None)
+        reused = reuse.take_proofread(self, job, transcript, prompt, model)
+        if reused is not None:
+            return reused
+        self.set_status(JobStatus.PROOFREADING, proofread_prompt=prompt, proofread_note=None,
+                        proofread_model=model)
         slices = split_into_slices(transcript, self.config["PROOFREAD_SLICE_CHARS"])
         proofreader = Proofreader(self.config["DEEPSEEK_BASE_URL"], self.config["DEEPSEEK_API_KEY"],
                                   model, self.config["PROOFREAD_CONCURRENCY"],
@@ -400,6 +422,7 @@ class JobRun:
             raise
         except ProofreadError as exc:
             raise StepFailure("proofread", str(exc), exc.detail, inference=True) from exc
+        self.update(proofread_tokens=(job.proofread_tokens or 0) + proofreader.tokens_used)
         self.save_document("md", markdown.encode())
         return markdown
 

@@ -8,6 +8,7 @@ Retry-After); the answers are joined in order.
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 from chunk_runner import ChunkStore, run_pending
@@ -81,6 +82,9 @@ class Proofreader:
         self.model = model
         self.concurrency = concurrency
         self.max_output_tokens = max_output_tokens
+        # Tokens the answers cost (the responses' `usage`), over every slice and retry.
+        self.tokens_used = 0
+        self._tokens_lock = threading.Lock()
 
     def proofread(self, slices: list[str], system_prompt: str, store: ChunkStore) -> str:
         answers = run_pending(len(slices),
@@ -124,4 +128,9 @@ class Proofreader:
                     f"The proofreading model '{self.model}' is not available; an admin can "
                     f"change the 'proofread_model' setting", str(exc)) from exc
             raise ProofreadError("The proofreading service failed", f"slice {index}: {exc}") from exc
+        usage = getattr(response, "usage", None)
+        tokens = getattr(usage, "total_tokens", None) if usage is not None else None
+        if isinstance(tokens, int):
+            with self._tokens_lock:
+                self.tokens_used += tokens
         return response.choices[0]

@@ -18,6 +18,7 @@ from database import db
 from errors import APIError
 from limits import MAX_FILENAME_LENGTH
 from links import LinkError, Source, parse_link
+from reuse import link_source_key
 from models import FINAL_STATUSES, JobStatus, Transcription, User
 from source_metadata import LinkRefused, probe_link, stored_names
 from storage import remove_job_files
@@ -47,6 +48,7 @@ def submit(user_id: int, *, link: str | None, upload: FileStorage | None,
         job.google_drive_url = link
         job.source_type = source.kind
         _read_link_metadata(job, source, start, end)  # before any lock: it may take seconds
+        job.source_key = link_source_key(source)  # one key for every form of the link
     else:
         if len(upload.filename) > MAX_FILENAME_LENGTH:
             raise APIError(400, f"The file name is longer than {MAX_FILENAME_LENGTH} characters")

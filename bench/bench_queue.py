@@ -143,7 +143,8 @@ def run(mode: str, processes: int, args, audio: Path, work: Path) -> dict:
                "TRANSCRIBE_API_URL": whisper.submit_url,
                "GET_RESULT_TRANSCRIBE_API_URL": whisper.result_url,
                "TRANSCRIBE_API_KEY": whisper.api_key, "JOB_QUEUE": mode,
-               "CELERY_BROKER_URL": BROKER, "LOG_FORMAT": "text"}
+               "CELERY_BROKER_URL": BROKER, "LOG_FORMAT": "text",
+               "REUSE_FINISHED_WORK": "false"}  # the queue is measured, not reuse
         if mode == "celery":
             import redis
             redis.Redis.from_url(BROKER).flushdb()

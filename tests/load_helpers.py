@@ -329,6 +329,8 @@ def ezra_env(database_url: str, storage: Path, whisper, **overrides) -> dict[str
         "EXECUTOR_MAX_WORKERS": "2",
         "ARGON2_MEMORY_KIB": "19456",
         "ARGON2_TIME_COST": "2",
+        # Delivery counts per job are asserted: every job of the same audio must pay.
+        "REUSE_FINISHED_WORK": "false",
     }
     env.update(overrides)
     return env

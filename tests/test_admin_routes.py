@@ -27,6 +27,7 @@ ADMIN_ROUTES = [
     ("DELETE", "/admin/settings/1"), ("GET", "/admin/system"),
     ("GET", "/admin/reference-docx"), ("PUT", "/admin/reference-docx"),
     ("DELETE", "/admin/reference-docx"),
+    ("GET", "/admin/webhook-deliveries"), ("GET", "/admin/users/1/webhook"),
 ]
 
 
@@ -211,7 +212,11 @@ def test_logs_newest_first_and_stats(app, client, user, admin_headers):
     assert client.get("/admin/logs?limit=1", headers=admin_headers).get_json()[0][
         "error_message"] == "e2"
     stats = client.get("/admin/stats", headers=admin_headers).get_json()
-    assert stats == {"total_users": 2, "total_transcriptions": 1, "total_errors": 3}
+    # The contract's three keys exactly, then what reuse saved (nothing yet).
+    assert stats == {"total_users": 2, "total_transcriptions": 1, "total_errors": 3,
+                     "reused_transcriptions": 0, "reuse_saved_audio_minutes": 0.0,
+                     "reuse_saved_llm_tokens": 0, "llm_tokens_used": 0}
+    assert list(stats)[:3] == ["total_users", "total_transcriptions", "total_errors"]
 
 
 # Prompts and active prompts ----------------------------------------------------------------

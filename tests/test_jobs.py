@@ -177,7 +177,9 @@ def worker_env(app, fake_whisper, fake_openai, **extra) -> dict:
            "GET_RESULT_TRANSCRIBE_API_URL": fake_whisper.result_url,
            "TRANSCRIBE_API_KEY": fake_whisper.api_key, "TRANSCRIBE_POLL_MAX_SECONDS": "0.2",
            "DEEPSEEK_BASE_URL": fake_openai.base_url, "DEEPSEEK_API_KEY": fake_openai.api_key,
-           "JOB_LEASE_SECONDS": "10"}
+           "JOB_LEASE_SECONDS": "10",
+           # Every job must reach the service: the same audio is submitted many times.
+           "REUSE_FINISHED_WORK": "false"}
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
