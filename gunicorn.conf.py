@@ -51,7 +51,8 @@ def post_worker_init(worker):
 
 def worker_exit(server, worker):
     # A recycled or stopped worker: its running jobs stop at their next checkpoint and hand
-    # back now, while the interpreter shuts down (jobs.py's exit hook waits for them).
+    # back. Set here, before the interpreter's exit joins the job pool's threads (an atexit
+    # hook would run only after that, when the jobs had run to their end).
     from jobs import _drain
     _drain()
 

@@ -1,8 +1,8 @@
 """The job queue: runner slots, claims, leases, recovery. It knows no step: pipeline.py
 registers what running a job means (`set_job_handler`).
 
-Pull, not push: each process keeps EXECUTOR_MAX_WORKERS runner slots (a thread per running
-job). A free slot claims the oldest claimable job in one statement
+Pull, not push: each process keeps EXECUTOR_MAX_WORKERS runner slots (threads of its
+Flask-Executor pool). A free slot claims the oldest claimable job in one statement
 (`FOR UPDATE SKIP LOCKED` on PostgreSQL), fair between users: jobs are ranked by their place in
 their user's own queue first, so one user's backlog never holds back another user's first job.
 Slots are woken at once by PostgreSQL `LISTEN/NOTIFY` when a job is submitted or handed back,
@@ -32,6 +32,7 @@ from typing import Callable
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
+from flask_executor import Executor
 from sqlalchemy import func, or_, select, text, update
 
 import models as m
@@ -286,50 +287,12 @@ def _drain() -> None:
     _draining.set()
 
 
-# How long an exiting process waits for its running jobs to reach a checkpoint and hand back
-# (gunicorn kills a worker after graceful_timeout anyway; a job not handed back resumes
-# when its lease expires).
-EXIT_DRAIN_SECONDS = 60.0
-
-_job_threads: set[threading.Thread] = set()
-_job_threads_lock = threading.Lock()
-
-
-def start_job_thread(target: Callable[..., None], *args: object) -> None:
-    """Run one claimed job in a thread of its own. Daemon threads: interpreter exit does not
-    wait for them before the atexit hooks run, and the hook below drains them first."""
-    thread = threading.Thread(target=_run_then_forget, args=(target, *args), name="job-slot",
-                              daemon=True)
-    with _job_threads_lock:
-        _job_threads.add(thread)
-    try:
-        thread.start()
-    except RuntimeError:  # no new threads (interpreter exit)
-        with _job_threads_lock:
-            _job_threads.discard(thread)
-        raise
-
-
-def _run_then_forget(target: Callable[..., None], *args: object) -> None:
-    try:
-        target(*args)
-    finally:
-        with _job_threads_lock:
-            _job_threads.discard(threading.current_thread())
-
-
-def _drain_at_exit() -> None:
-    """Interpreter exit (a recycled gunicorn worker, SIGTERM on deploy): running jobs stop at
-    their next checkpoint and hand back before the process is gone."""
-    _drain()
-    deadline = time.monotonic() + EXIT_DRAIN_SECONDS
-    with _job_threads_lock:
-        running = list(_job_threads)
-    for thread in running:
-        thread.join(timeout=max(0.0, deadline - time.monotonic()))
-
-
-atexit.register(_drain_at_exit)
+# Best effort only. The supported exits drain before the pool's threads are joined:
+# gunicorn's worker_exit hook (recycling, stop), `flask worker`'s SIGTERM/SIGINT handler and
+# Celery's worker_shutting_down. A plain interpreter exit joins concurrent.futures' threads
+# before atexit hooks run, so there running jobs finish rather than hand back; this hook
+# only stops run_job callers in other threads and the dispatcher from starting more.
+atexit.register(_drain)
 
 
 class LeaseKeeper(threading.Thread):
@@ -375,7 +338,7 @@ class LeaseKeeper(threading.Thread):
 
 class Runner:
     """This process's runner slots for one app: a dispatcher thread that claims jobs while a
-    slot is free, a LISTEN thread that wakes it, and a thread per running job."""
+    slot is free, a LISTEN thread that wakes it, and Flask-Executor's pool that runs them."""
 
     def __init__(self, app: Flask):
         self.app = app
@@ -383,6 +346,14 @@ class Runner:
         self.slots = 0 if self.celery else app.config["EXECUTOR_MAX_WORKERS"]
         self.poll_seconds = app.config["JOB_POLL_SECONDS"]
         self.recovery_seconds = app.config["JOB_RECOVERY_INTERVAL_SECONDS"]
+        # Flask-Executor's thread pool, one per app, EXECUTOR_MAX_WORKERS threads: the slots.
+        # Each job gets a fresh app context from it (EXECUTOR_PUSH_APP_CONTEXT), so no
+        # database session is shared between threads.
+        self.executor = Executor()
+        if self.slots > 0:
+            app.config["EXECUTOR_TYPE"] = "thread"
+            app.config["EXECUTOR_PUSH_APP_CONTEXT"] = True
+            self.executor.init_app(app)
         self.busy = 0
         self.lock = threading.Lock()
         self.wake = threading.Event()
@@ -441,9 +412,9 @@ class Runner:
                 break
             BUSY_SLOTS.inc()
             try:
-                # An app context of its own (`_run`): no session is shared between threads.
-                start_job_thread(self._run, job_id, owner)
-            except RuntimeError:  # interpreter exit: no new threads; give the job back
+                with _job_request_context(self.app):
+                    self.executor.submit(self._run, job_id, owner)
+            except RuntimeError:  # the pool is shutting down (interpreter exit): give it back
                 BUSY_SLOTS.dec()
                 self._slot_done(wake=False)
                 _hand_back(job_id, owner)
@@ -459,8 +430,7 @@ class Runner:
 
     def _run(self, job_id: uuid.UUID, owner: str) -> None:
         try:
-            with self.app.app_context():
-                _run_claimed(self.app, job_id, owner)
+            _run_claimed(self.app, job_id, owner)  # in the app context Flask-Executor pushed
         finally:
             BUSY_SLOTS.dec()
             self._slot_done()
@@ -510,6 +480,15 @@ class Runner:
                         connection.close()
                     except Exception:
                         pass
+
+
+def _job_request_context(app: Flask):
+    """What Flask-Executor's submit copies into the job: it copies the current request
+    context (flask.copy_current_request_context, which raises outside a request), so the
+    job gets an empty one of its own, never a real request's (popping that copy at the
+    job's end would close the request's streams). POST, not GET: database.py runs GET/HEAD
+    statements in autocommit, and a job needs its transactions."""
+    return app.test_request_context("/jobs/runner", method="POST")
 
 
 def runner_for(app: Flask) -> Runner:
