@@ -116,7 +116,7 @@ def test_claims_work_on_sqlite(tmp_path):
 
 def dead_pid() -> int:
     process = subprocess.Popen(["true"])
-    process.wait()
+    process.wait(timeout=30)
     return process.pid
 
 
