@@ -16,22 +16,36 @@ from database import db
 from errors import APIError
 from limits import (ADMIN_PAGE_DEFAULT, MAX_DESCRIPTION, MAX_PROMPT_LENGTH, MAX_REFERENCE_DOCX,
                     MAX_REFERENCE_DOCX_ENTRIES, MAX_REFERENCE_DOCX_UNPACKED, MAX_SETTING_KEY,
-                    MAX_SETTING_VALUE, MAX_VERSION_LENGTH)
+                    MAX_SETTING_VALUE, MAX_NEW_USERNAME, MAX_PASSWORD_LENGTH,
+                    MAX_VERSION_LENGTH)
 from models import (REFERENCE_DOCX_ASSET, SETTING_ACTIVE_PROOFREAD_PROMPT,
                     SETTING_ACTIVE_TRANSCRIBE_PROMPT, SETTING_TRANSCRIBING_ALLOWED, AppAsset,
                     ErrorLog, ProofreadPrompt, SystemSetting, TranscribePrompt, Transcription,
                     User)
+from openapi import (DIGITS_ID, DOCX, INT_ID, array, attachment, boolean, documented,
+                     json_response, null, obj, ref, string)
 from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
 from serializers import (ERROR_LOG_PAGE, admin_transcription, error_log, prompt, setting,
                          transcription_page, user_summary)
 from storage import remove_job_files, remove_legacy_documents
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
                              get_flag, get_setting, set_setting, validate_setting_value)
-from user_routes import MIME_TYPES, document_answer
+from user_routes import DOWNLOAD_DOCUMENT, MIME_TYPES, document_answer
 from validation import (bool_field, document_kind, int_id, json_body, pagination, string_field,
                         uuid_id)
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def _password_schema(config) -> dict:
+    """A password an admin may set (sign-in accepts any stored one)."""
+    minimum = config["PASSWORD_MIN_LENGTH"]
+    return string(minLength=minimum, maxLength=MAX_PASSWORD_LENGTH,
+                  description=f"at least PASSWORD_MIN_LENGTH ({minimum}) characters")
+
+
+def _nullable_text(limit: int) -> dict:
+    return null(string(maxLength=limit))
 
 
 @bp.before_request
@@ -55,6 +69,8 @@ _USER_PAGE = (
 
 
 @bp.get("/users")
+@documented("Every user with their transcription count", paginated=True,
+            response=json_response(array(ref("UserSummary"))))
 def list_users():
     limit, offset = pagination()
     rows = db.session.execute(_USER_PAGE, {"limit": limit, "offset": offset})
@@ -62,6 +78,15 @@ def list_users():
 
 
 @bp.post("/users")
+@documented(
+    "Create a user", ok=201,
+    body=lambda config: obj({
+        "username": string(minLength=1, maxLength=MAX_NEW_USERNAME,
+                           pattern=r"^\s*[A-Za-z0-9._@-]+\s*$"),
+        "password": _password_schema(config),
+        "isAdmin": boolean(default=False, description="a JSON boolean only"),
+    }, required=["username", "password"], closed=False),
+    response=json_response(ref("Message"), "Created"))
 def create_user():
     data = json_body()
     username = accounts.new_username(data)
@@ -72,6 +97,16 @@ def create_user():
 
 
 @bp.patch("/users/<user_id>")
+@documented(
+    "Reset a password and/or grant or remove admin rights", errors=(404,),
+    description="Resetting the password signs the user out everywhere. An admin cannot "
+                "remove their own rights, and the last admin keeps theirs.",
+    body=lambda config: obj({"password": _password_schema(config), "is_admin": boolean(),
+                             "isAdmin": boolean(description="same as is_admin")},
+                            required=[], closed=False,
+                            anyOf=[{"required": ["password"]}, {"required": ["is_admin"]},
+                                   {"required": ["isAdmin"]}]),
+    response=json_response(ref("UserUpdated")))
 def update_user(user_id: str):
     user = _get_or_404(User, int_id(user_id, "user id"), "User")
     data = json_body()
@@ -99,6 +134,9 @@ def _check_can_lose_admin(user: User) -> None:
 
 
 @bp.delete("/users/<user_id>")
+@documented("Delete a user with all their transcriptions, logs and files", errors=(400, 404),
+            description="Admins are never deleted: 404 `{\"error\": \"User is admin\"}`.",
+            response=json_response(ref("Message")))
 def delete_user(user_id: str):
     user = _get_or_404(User, int_id(user_id, "user id"), "User")
     if user.is_admin:
@@ -118,6 +156,8 @@ def delete_user(user_id: str):
 # Transcriptions ----------------------------------------------------------------------------
 
 @bp.get("/transcriptions")
+@documented("Every transcription, newest first", paginated=ADMIN_PAGE_DEFAULT,
+            response=json_response(array(ref("AdminTranscription"))))
 def list_all_transcriptions():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
     rows = db.session.execute(transcription_page("all"), {"limit": limit, "offset": offset})
@@ -125,6 +165,8 @@ def list_all_transcriptions():
 
 
 @bp.delete("/transcriptions/<transcription_id>")
+@documented("Delete a transcription, its logs and files", errors=(400, 404),
+            response=json_response(ref("Message")))
 def delete_transcription(transcription_id: str):
     job = _get_or_404(Transcription, uuid_id(transcription_id), "Transcription")
     legacy_paths = (job.txt_document_path, job.md_document_path, job.word_document_path)
@@ -136,11 +178,14 @@ def delete_transcription(transcription_id: str):
 
 
 @bp.get("/download/<file_type>/<transcription_id>")
+@documented("Download a document of any transcription", errors=(400, 404), **DOWNLOAD_DOCUMENT)
 def admin_download(file_type: str, transcription_id: str):
     return document_answer(document_kind(file_type), uuid_id(transcription_id))
 
 
 @bp.get("/download/<file_type>/<transcription_id>/<file_name>")
+@documented("Download a document of any transcription, the name segment ignored",
+            errors=(400, 404), **DOWNLOAD_DOCUMENT)
 def admin_download_named(file_type: str, transcription_id: str, file_name: str):
     return admin_download(file_type, transcription_id)
 
@@ -148,6 +193,8 @@ def admin_download_named(file_type: str, transcription_id: str, file_name: str):
 # Logs and stats ----------------------------------------------------------------------------
 
 @bp.get("/logs")
+@documented("Error logs, newest first", paginated=ADMIN_PAGE_DEFAULT,
+            response=json_response(array(ref("ErrorLog"))))
 def list_logs():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
     logs = db.session.execute(ERROR_LOG_PAGE, {"limit": limit, "offset": offset})
@@ -168,6 +215,7 @@ _COUNTS = select(*[select(func.count()).select_from(model.__table__).scalar_subq
 
 
 @bp.get("/stats")
+@documented("Totals, and what reuse of finished work saved", response=json_response(ref("Stats")))
 def stats():
     (users, transcriptions, errors, reused, saved_seconds, saved_tokens,
      tokens) = db.session.execute(_COUNTS).one()
@@ -217,6 +265,23 @@ def _prompt_routes(path: str, model, setting_key: str, id_field: str) -> None:
         return jsonify(message="Active prompt updated", prompt=prompt(item))
 
     name = label.replace("_prompts", "")
+    list_prompts = documented(
+        f"List {name} prompts, newest first", paginated=True,
+        response=json_response(array(ref("Prompt"))))(list_prompts)
+    create_prompt = documented(
+        f"Create a {name} prompt", ok=201, body=obj({
+            "version": string(minLength=1, maxLength=MAX_VERSION_LENGTH,
+                              description="a label; surrounding spaces are trimmed"),
+            "prompt": string(maxLength=MAX_PROMPT_LENGTH),
+        }, closed=False),
+        response=json_response(ref("PromptCreated"), "Created"))(create_prompt)
+    get_active = documented(
+        f"The active {name} prompt", errors=(404,),
+        response=json_response(ref("Prompt")))(get_active)
+    set_active = documented(
+        f"Make a {name} prompt the active one", errors=(404,),
+        body=obj({id_field: {"anyOf": [INT_ID, DIGITS_ID]}}, closed=False),
+        response=json_response(ref("ActivePromptSet")))(set_active)
     bp.add_url_rule(f"/{path}", f"list_{name}_prompts", list_prompts, methods=["GET"])
     bp.add_url_rule(f"/{path}", f"create_{name}_prompt", create_prompt, methods=["POST"])
     bp.add_url_rule(f"/settings/active-{name}-prompt", f"get_active_{name}_prompt", get_active,
@@ -234,6 +299,8 @@ _prompt_routes("proofread-prompts", ProofreadPrompt, SETTING_ACTIVE_PROOFREAD_PR
 # Settings ----------------------------------------------------------------------------------
 
 @bp.get("/settings")
+@documented("Every setting, by key", paginated=True,
+            response=json_response(array(ref("Setting"))))
 def list_settings():
     limit, offset = pagination()
     rows = db.session.execute(select(SystemSetting).order_by(SystemSetting.setting_key)
@@ -251,6 +318,18 @@ def _setting_value(data: dict, key: str, required: bool) -> str | None:
 
 
 @bp.post("/settings")
+@documented(
+    "Create a setting", ok=201,
+    description="Keys the service reads are checked: transcribing_allowed and "
+                "proofreading_enabled take \"true\"/\"false\", the active prompt keys "
+                "an existing prompt id, proofread_model a model name, "
+                "transcribe_language a Whisper language code (empty: detect).",
+    body=obj({
+        "setting_key": string(minLength=1, maxLength=MAX_SETTING_KEY),
+        "setting_value": _nullable_text(MAX_SETTING_VALUE),
+        "description": _nullable_text(MAX_DESCRIPTION),
+    }, required=["setting_key", "setting_value"], closed=False),
+    response=json_response(ref("SettingChanged"), "Created"))
 def create_setting():
     data = json_body()
     key = string_field(data, "setting_key", max_length=MAX_SETTING_KEY)
@@ -266,6 +345,15 @@ def create_setting():
 
 
 @bp.put("/settings/<setting_id>")
+@documented(
+    "Change a setting's value and/or description", errors=(404,),
+    body=obj({
+        "setting_key": string(description="may be sent, but must be the current key"),
+        "setting_value": _nullable_text(MAX_SETTING_VALUE),
+        "description": _nullable_text(MAX_DESCRIPTION),
+    }, required=[], closed=False,
+        anyOf=[{"required": ["setting_value"]}, {"required": ["description"]}]),
+    response=json_response(ref("SettingChanged")))
 def update_setting(setting_id: str):
     item = _get_or_404(SystemSetting, int_id(setting_id, "setting id"), "Setting")
     data = json_body()
@@ -283,6 +371,7 @@ def update_setting(setting_id: str):
 
 
 @bp.delete("/settings/<setting_id>")
+@documented("Delete a setting", errors=(400, 404), response=json_response(ref("Message")))
 def delete_setting(setting_id: str):
     item = _get_or_404(SystemSetting, int_id(setting_id, "setting id"), "Setting")
     db.session.delete(item)
@@ -293,6 +382,7 @@ def delete_setting(setting_id: str):
 # Engine, proofreader and the Word reference document ---------------------------------------
 
 @bp.get("/system")
+@documented("What this server runs with (no secrets)", response=json_response(ref("SystemInfo")))
 def system_info():
     """What this server runs with (no secrets): shown to admins."""
     config = current_app.config
@@ -325,6 +415,8 @@ def transcribe_model_info(config) -> dict:
 
 
 @bp.get("/reference-docx")
+@documented("The Word reference document (custom or default)",
+            response=attachment(DOCX, description="reference.docx"))
 def get_reference_docx():
     custom = db.session.get(AppAsset, REFERENCE_DOCX_ASSET)
     content = custom.content if custom else DEFAULT_REFERENCE_DOCX.read_bytes()
@@ -333,6 +425,12 @@ def get_reference_docx():
 
 
 @bp.put("/reference-docx")
+@documented(
+    "Replace the Word reference document",
+    form={"type": "object", "required": ["file"], "properties": {
+        "file": string(format="binary", description=(
+            f"a .docx of at most {MAX_REFERENCE_DOCX // (1024 * 1024)} MB"))}},
+    response=json_response(ref("Message")))
 def replace_reference_docx():
     upload = request.files.get("file")
     if upload is None:
@@ -349,6 +447,8 @@ def replace_reference_docx():
 
 
 @bp.delete("/reference-docx")
+@documented("Go back to the default Word reference document",
+            response=json_response(ref("Message")))
 def reset_reference_docx():
     db.session.execute(delete(AppAsset).where(AppAsset.name == REFERENCE_DOCX_ASSET))
     db.session.commit()

@@ -16,6 +16,7 @@ from errors import APIError
 from limits import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH
 from database import db
 from models import User
+from openapi import documented, json_response, obj, ref, string
 from password import burn_verification_time, hash_password, needs_rehash, verify_password
 from validation import is_storable_text, json_body, optional_json_body, string_field
 
@@ -29,6 +30,15 @@ def _bad_credentials():
 
 
 @bp.post("/login")
+@documented(
+    "Sign in", auth=False,
+    body=obj({"username": string(minLength=1, maxLength=MAX_USERNAME_LENGTH),
+              "password": string(minLength=1, maxLength=MAX_PASSWORD_LENGTH)}, closed=False),
+    errors=(429,),
+    description="After too many failed sign-ins for an account or from an address, "
+                "429 with Retry-After until the lockout ends.",
+    response=json_response(ref("Tokens")),
+    extra_responses={401: json_response(ref("LoginFailure"), "Bad username or password")})
 def login():
     data = json_body()
     username = string_field(data, "username", max_length=MAX_USERNAME_LENGTH)
@@ -53,6 +63,10 @@ def login():
 
 
 @bp.post("/refresh")
+@documented(
+    "A new access token",
+    description="Send the refresh token (not the access token) as the bearer token.",
+    response=json_response(ref("AccessToken")))
 @jwt_required(refresh=True)
 def refresh():
     return jsonify(access_token=create_access_token(
@@ -61,6 +75,14 @@ def refresh():
 
 
 @bp.post("/logout")
+@documented(
+    "Sign out: revoke the token sent (access or refresh)",
+    description="Every token of the same sign-in is revoked with it. An optional body "
+                "`{\"refresh_token\"}` revokes that refresh token too (400 if it is not "
+                "one of the caller's refresh tokens).",
+    body=obj({"refresh_token": string(maxLength=4096)}, required=[], closed=False),
+    body_required=False,
+    response=json_response(ref("Message")))
 @jwt_required(verify_type=False)
 def logout():
     """Revokes the token sent (access or refresh) with every token of its sign-in, and the

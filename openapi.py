@@ -2,11 +2,12 @@
 
 `GET /openapi.json` walks `current_app.url_map`: every rule becomes a path (`<name>` ->
 `{name}`), every method an operation tagged with its blueprint. What a route takes and
-answers comes from OPERATIONS below, keyed by endpoint name ("user.process",
-"admin.list_users"): a route missing there still appears (marked `x-undocumented`) and
-tests/test_openapi.py fails, so a new route cannot be forgotten. `GET /docs` is a small
-self-contained page (no CDN: the servers have no internet) that renders the description and
-can send requests with a token.
+answers is written beside its view with `@documented(...)` (user_routes, admin_routes,
+auth_routes, ops_routes, this module); a route without one still appears (marked
+`x-undocumented`) and tests/test_openapi.py fails, so a new route cannot be forgotten.
+This module holds the schema helpers, the shared component schemas and the generator.
+`GET /docs` is Swagger UI from the swagger-ui-bundle package, served from this server
+(no CDN: the servers have no internet).
 
 The shapes mirror serializers.py exactly (`additionalProperties: false`), so the schemathesis
 run in the tests notices a response key that is added without being described here.
@@ -16,24 +17,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
+import swagger_ui_bundle
 from flask import Blueprint, Flask, Response, current_app, jsonify
 from werkzeug.routing import Rule
 
-from limits import (ADMIN_PAGE_DEFAULT, MAX_DESCRIPTION, MAX_FILENAME_LENGTH, MAX_INT_ID,
-                    MAX_NEW_USERNAME, MAX_PASSWORD_LENGTH, MAX_PROMPT_LENGTH, MAX_REFERENCE_DOCX,
-                    MAX_SETTING_KEY, MAX_SETTING_VALUE, MAX_USERNAME_LENGTH, MAX_VERSION_LENGTH)
+from limits import MAX_INT_ID
 from models import FINAL_STATUSES, JobStatus
 
-bp = Blueprint("openapi", __name__)
+# Swagger UI's own files (CSS, JavaScript) at /docs/<file>: the page's assets, not the API.
+bp = Blueprint("openapi", __name__, static_folder=swagger_ui_bundle.swagger_ui_path,
+               static_url_path="/docs")
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1.0"
 
 # Endpoints that exist but are not part of the API: Flask's static files (when a folder
-# exists) and the web page at `/` with its files (web_page.py).
-EXCLUDED_ENDPOINTS = frozenset({"static", "web.page", "web.asset"})
+# exists), Swagger UI's files at /docs/<file>, and the web page at `/` with its files
+# (web_page.py).
+EXCLUDED_ENDPOINTS = frozenset({"static", "openapi.static", "web.page", "web.asset"})
 # Methods Werkzeug adds to every rule by itself.
 IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
 
@@ -316,7 +320,7 @@ def pagination_parameters(default: int | None = None) -> list[dict]:
     ]
 
 
-# The per-endpoint table ----------------------------------------------------------------------
+# The entry beside each view ------------------------------------------------------------------
 
 def op(summary: str, *, ok: int = 200, response: dict, errors: tuple[int, ...] = (),
        body: dict | None = None, body_required: bool = True, form: dict | None = None,
@@ -331,271 +335,27 @@ def op(summary: str, *, ok: int = 200, response: dict, errors: tuple[int, ...] =
             "database": database, "extra_responses": extra_responses or {}}
 
 
-def operations() -> dict[str, dict]:
-    config = current_app.config
-    password_min = config["PASSWORD_MIN_LENGTH"]
-    upload_mb = config["MAX_UPLOAD_MB"]
+def documented(summary: str, **facts: Any) -> Callable[[Callable], Callable]:
+    """A route's OpenAPI entry, written beside its view: `op()`'s keywords. A fact that depends
+    on the app's configuration (a minimum password length, the upload cap) is given as a
+    function of `app.config`; it is called when the description is built.
 
-    def time_field(example: str) -> dict:
-        return string(pattern=r"^\s*((\d{1,4}:){0,2}\d{1,6}(\.\d{1,3})?)?\s*$",
-                      description="hh:mm:ss, mm:ss or ss (seconds may have up to 3 decimals; "
-                                  "inner parts below 60); empty = not set",
-                      example=example)
-    new_password = string(minLength=password_min, maxLength=MAX_PASSWORD_LENGTH,
-                          description=f"at least PASSWORD_MIN_LENGTH ({password_min}) characters")
-    prompt_body = obj({
-        "version": string(minLength=1, maxLength=MAX_VERSION_LENGTH,
-                          description="a label; surrounding spaces are trimmed"),
-        "prompt": string(maxLength=MAX_PROMPT_LENGTH),
-    }, closed=False)
-    nullable_text = lambda limit: null(string(maxLength=limit))  # noqa: E731
+    Put it right under the `@bp.get(...)` line, so it marks the function Flask registers."""
+    def attach(view: Callable) -> Callable:
+        view.openapi_entry = (summary, facts)  # type: ignore[attr-defined]
+        return view
+    return attach
 
-    def active_prompt_ops(kind: str) -> dict:
-        field = f"{kind}_prompt_id"
-        return {
-            f"admin.list_{kind}_prompts": op(
-                f"List {kind} prompts, newest first", paginated=True,
-                response=json_response(array(ref("Prompt")))),
-            f"admin.create_{kind}_prompt": op(
-                f"Create a {kind} prompt", ok=201, body=prompt_body,
-                response=json_response(ref("PromptCreated"), "Created")),
-            f"admin.get_active_{kind}_prompt": op(
-                f"The active {kind} prompt", errors=(404,),
-                response=json_response(ref("Prompt"))),
-            f"admin.set_active_{kind}_prompt": op(
-                f"Make a {kind} prompt the active one", errors=(404,),
-                body=obj({field: {"anyOf": [INT_ID, DIGITS_ID]}}, closed=False),
-                response=json_response(ref("ActivePromptSet"))),
-        }
 
-    download_document = dict(
-        description="TXT, Markdown and Word (`/download/txt|md|word|docx/{id}`), or "
-                    "subtitles from the transcript's timestamps (`/download/srt/{id}`, "
-                    "`/download/vtt/{id}`): 404 when the engine gave none (the remote service).",
-        response=attachment("text/plain", "text/markdown", DOCX, "application/x-subrip",
-                            "text/vtt", description="the document as an attachment"))
-
-    return {
-        # Auth -----------------------------------------------------------------------------
-        "auth.login": op(
-            "Sign in", auth=False,
-            body=obj({"username": string(minLength=1, maxLength=MAX_USERNAME_LENGTH),
-                      "password": string(minLength=1, maxLength=MAX_PASSWORD_LENGTH)},
-                     closed=False),
-            errors=(429,),
-            description="After too many failed sign-ins for an account or from an address, "
-                        "429 with Retry-After until the lockout ends.",
-            response=json_response(ref("Tokens")),
-            extra_responses={401: json_response(ref("LoginFailure"),
-                                                 "Bad username or password")}),
-        "auth.refresh": op(
-            "A new access token", description="Send the refresh token (not the access token) "
-                                              "as the bearer token.",
-            response=json_response(ref("AccessToken"))),
-        "auth.logout": op(
-            "Sign out: revoke the token sent (access or refresh)",
-            description="Every token of the same sign-in is revoked with it. An optional body "
-                        "`{\"refresh_token\"}` revokes that refresh token too (400 if it is not "
-                        "one of the caller's refresh tokens).",
-            body=obj({"refresh_token": string(maxLength=4096)}, required=[], closed=False),
-            body_required=False,
-            response=json_response(ref("Message"))),
-        # User -----------------------------------------------------------------------------
-        "user.process": op(
-            "Submit a talk for transcription",
-            description="Exactly one of `drive_link` and `file`. Returns at once; the job runs "
-                        "in the background. A link's title and length are read first (at "
-                        "most LINK_METADATA_TIMEOUT_SECONDS): a private, removed, live or too "
-                        "long video, or a window past its end, is a 400 without a job.",
-            form={"type": "object", "properties": {
-                "drive_link": string(maxLength=2048, description=(
-                    "a YouTube or Google Drive link"),
-                    example="https://www.youtube.com/watch?v=dQw4w9WgXcQ"),
-                "file": string(format="binary", description=(
-                    f"an audio or video file (file name up to {MAX_FILENAME_LENGTH} "
-                    f"characters, at most MAX_UPLOAD_MB = {upload_mb} MB)")),
-                "start_time": time_field("00:01:00"),
-                "end_time": time_field("01:05:30"),
-                "language": string(maxLength=16, example="id", description=(
-                    "the spoken language as a Whisper (ISO 639-1) code; absent: the admin "
-                    "setting transcribe_language, or detection when unset; an unknown code "
-                    "is a 400 that lists the valid ones")),
-            }},
-            errors=(429, 507),
-            extra_responses={503: {**error_response(503), "description": (
-                "New transcriptions are paused by the admins (setting transcribing_allowed), "
-                "or the database is unavailable")}},
-            response=json_response(ref("Submitted"))),
-        "user.list_transcriptions": op(
-            "The caller's transcriptions, newest first", paginated=True,
-            response=json_response(array(ref("UserTranscription")))),
-        "user.get_transcription": op(
-            "One of the caller's transcriptions", errors=(400, 404),
-            response=json_response(ref("UserTranscription"))),
-        "user.cancel_transcription": op(
-            "Cancel a transcription", errors=(400, 404, 409),
-            extra_responses={202: json_response(ref("CancelResult"),
-                                                "Cancelling: the running step stops soon")},
-            response=json_response(ref("CancelResult"), "Cancelled")),
-        "user.retry_transcription": op(
-            "Resume a failed or cancelled transcription", errors=(400, 404, 409, 429, 503),
-            response=json_response(ref("RetryResult"))),
-        "user.download": op(
-            "Download a document of the caller's transcription", errors=(400, 404),
-            **download_document),
-        "user.download_named": op(
-            "Download a document of the caller's transcription (the link the lists give)",
-            errors=(400, 404), **download_document),
-        # User: webhook (webhook_routes.py) -------------------------------------------------
-        "user.get_webhook": op(
-            "The caller's webhook (never its secret)", errors=(404,),
-            response=json_response(ref("Webhook"))),
-        "user.set_webhook": op(
-            "Set or change the caller's webhook", ok=201,
-            description=(
-                "A signed JSON event is POSTed there when a job completes or fails. The URL "
-                "must be http(s) on a public address (400 otherwise, e.g. a private or local "
-                "network address). Creating answers 201 with the signing secret, shown only "
-                "then; `rotate_secret: true` makes and shows a new one. Each event carries "
-                "`X-Ezra-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + \".\" + "
-                "body)>`."),
-            body=obj({"url": string(minLength=1, maxLength=2048,
-                                    example="https://hooks.example.org/ezra"),
-                      "rotate_secret": boolean(default=False)},
-                     required=["url"], closed=False),
-            extra_responses={200: json_response(ref("WebhookSet"), "Updated")},
-            response=json_response(ref("WebhookSet"), "Created")),
-        "user.delete_webhook": op(
-            "Remove the caller's webhook", errors=(404,),
-            description="Events not delivered yet are dropped (marked failed).",
-            response=json_response(ref("Message"))),
-        "user.own_webhook_deliveries": op(
-            "The caller's webhook deliveries with their attempts, newest first",
-            paginated=ADMIN_PAGE_DEFAULT,
-            response=json_response(array(ref("WebhookDelivery")))),
-        # Admin: users ---------------------------------------------------------------------
-        "admin.list_users": op(
-            "Every user with their transcription count", paginated=True,
-            response=json_response(array(ref("UserSummary")))),
-        "admin.create_user": op(
-            "Create a user", ok=201,
-            body=obj({
-                "username": string(minLength=1, maxLength=MAX_NEW_USERNAME,
-                                   pattern=r"^\s*[A-Za-z0-9._@-]+\s*$"),
-                "password": new_password,
-                "isAdmin": boolean(default=False, description="a JSON boolean only"),
-            }, required=["username", "password"], closed=False),
-            response=json_response(ref("Message"), "Created")),
-        "admin.update_user": op(
-            "Reset a password and/or grant or remove admin rights", errors=(404,),
-            description="Resetting the password signs the user out everywhere. An admin cannot "
-                        "remove their own rights, and the last admin keeps theirs.",
-            body=obj({"password": new_password, "is_admin": boolean(),
-                      "isAdmin": boolean(description="same as is_admin")},
-                     required=[], closed=False,
-                     anyOf=[{"required": ["password"]}, {"required": ["is_admin"]},
-                            {"required": ["isAdmin"]}]),
-            response=json_response(ref("UserUpdated"))),
-        "admin.delete_user": op(
-            "Delete a user with all their transcriptions, logs and files", errors=(400, 404),
-            description="Admins are never deleted: 404 `{\"error\": \"User is admin\"}`.",
-            response=json_response(ref("Message"))),
-        # Admin: transcriptions, logs, stats ----------------------------------------------
-        "admin.list_all_transcriptions": op(
-            "Every transcription, newest first", paginated=ADMIN_PAGE_DEFAULT,
-            response=json_response(array(ref("AdminTranscription")))),
-        "admin.delete_transcription": op(
-            "Delete a transcription, its logs and files", errors=(400, 404),
-            response=json_response(ref("Message"))),
-        "admin.admin_download": op(
-            "Download a document of any transcription", errors=(400, 404),
-            **download_document),
-        "admin.admin_download_named": op(
-            "Download a document of any transcription, the name segment ignored",
-            errors=(400, 404), **download_document),
-        "admin.list_logs": op(
-            "Error logs, newest first", paginated=ADMIN_PAGE_DEFAULT,
-            response=json_response(array(ref("ErrorLog")))),
-        "admin.stats": op("Totals, and what reuse of finished work saved",
-                          response=json_response(ref("Stats"))),
-        "admin.all_webhook_deliveries": op(
-            "Every webhook delivery with its attempts (status code, error, duration), "
-            "newest first", paginated=ADMIN_PAGE_DEFAULT, errors=(400,),
-            description="`user_id` narrows the list to one user.",
-            response=json_response(array(ref("WebhookDelivery")))),
-        "admin.user_webhook": op(
-            "A user's webhook (never its secret)", errors=(400, 404),
-            response=json_response(ref("AdminWebhook"))),
-        # Admin: prompts -------------------------------------------------------------------
-        **active_prompt_ops("transcribe"),
-        **active_prompt_ops("proofread"),
-        # Admin: settings ------------------------------------------------------------------
-        "admin.list_settings": op(
-            "Every setting, by key", paginated=True,
-            response=json_response(array(ref("Setting")))),
-        "admin.create_setting": op(
-            "Create a setting", ok=201,
-            description="Keys the service reads are checked: transcribing_allowed and "
-                        "proofreading_enabled take \"true\"/\"false\", the active prompt keys "
-                        "an existing prompt id, proofread_model a model name, "
-                        "transcribe_language a Whisper language code (empty: detect).",
-            body=obj({
-                "setting_key": string(minLength=1, maxLength=MAX_SETTING_KEY),
-                "setting_value": nullable_text(MAX_SETTING_VALUE),
-                "description": nullable_text(MAX_DESCRIPTION),
-            }, required=["setting_key", "setting_value"], closed=False),
-            response=json_response(ref("SettingChanged"), "Created")),
-        "admin.update_setting": op(
-            "Change a setting's value and/or description", errors=(404,),
-            body=obj({
-                "setting_key": string(description="may be sent, but must be the current key"),
-                "setting_value": nullable_text(MAX_SETTING_VALUE),
-                "description": nullable_text(MAX_DESCRIPTION),
-            }, required=[], closed=False,
-                anyOf=[{"required": ["setting_value"]}, {"required": ["description"]}]),
-            response=json_response(ref("SettingChanged"))),
-        "admin.delete_setting": op(
-            "Delete a setting", errors=(400, 404),
-            response=json_response(ref("Message"))),
-        # Admin: system and the Word reference document -----------------------------------
-        "admin.system_info": op(
-            "What this server runs with (no secrets)", response=json_response(ref("SystemInfo"))),
-        "admin.get_reference_docx": op(
-            "The Word reference document (custom or default)",
-            response=attachment(DOCX, description="reference.docx")),
-        "admin.replace_reference_docx": op(
-            "Replace the Word reference document",
-            form={"type": "object", "required": ["file"], "properties": {
-                "file": string(format="binary", description=(
-                    f"a .docx of at most {MAX_REFERENCE_DOCX // (1024 * 1024)} MB"))}},
-            response=json_response(ref("Message"))),
-        "admin.reset_reference_docx": op(
-            "Go back to the default Word reference document",
-            response=json_response(ref("Message"))),
-        # Operations (no token: load balancers and Prometheus) -----------------------------
-        "ops.healthz": op(
-            "Liveness: the process answers (touches nothing, not even the database)",
-            auth=False, database=False, response=json_response(ref("Health"))),
-        "ops.readyz": op(
-            "Readiness: database, storage writable, ffmpeg, pandoc, transcription engine",
-            auth=False, database=False,
-            description="One entry per check; 503 (same shape) when any check fails.",
-            response=json_response(ref("Readiness")),
-            extra_responses={503: json_response(ref("Readiness"), "a check failed")}),
-        "ops.metrics_text": op(
-            "Prometheus metrics of every worker process",
-            auth=False,
-            response={"description": "Prometheus text exposition format 0.0.4",
-                      "content": {"text/plain": {"schema": string()}}}),
-        # This blueprint -------------------------------------------------------------------
-        "openapi.spec": op(
-            "This OpenAPI description", auth=False, database=False,
-            response=json_response({"type": "object"})),
-        "openapi.docs": op(
-            "A page that renders this description", auth=False, database=False,
-            response={"description": "HTML page",
-                      "content": {"text/html": {"schema": string()}}}),
-    }
+def entry_of(view: Callable, config) -> dict | None:
+    """The view's operation with its configuration-dependent facts filled in; None when the
+    view carries no entry."""
+    marked = getattr(view, "openapi_entry", None)
+    if marked is None:
+        return None
+    summary, facts = marked
+    return op(summary, **{key: value(config) if callable(value) else value
+                          for key, value in facts.items()})
 
 
 # The generator -------------------------------------------------------------------------------
@@ -673,14 +433,14 @@ def _operation(rule: Rule, entry: dict | None) -> dict:
 
 def build_spec(app: Flask) -> dict:
     with app.app_context():
-        table = operations()
         paths: dict[str, dict] = {}
         for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
             if rule.endpoint in EXCLUDED_ENDPOINTS:
                 continue
             item = paths.setdefault(openapi_path(rule), {})
+            entry = entry_of(app.view_functions[rule.endpoint], app.config)
             for method in sorted((rule.methods or set()) - IMPLICIT_METHODS):
-                item[method.lower()] = _operation(rule, table.get(rule.endpoint))
+                item[method.lower()] = _operation(rule, entry)
         return {
             "openapi": OPENAPI_VERSION,
             "info": {
@@ -709,9 +469,10 @@ def build_spec(app: Flask) -> dict:
         }
 
 
-def documented_endpoints() -> frozenset[str]:
-    """Endpoint names described in the table (needs an app context)."""
-    return frozenset(operations())
+def documented_endpoints(app: Flask) -> frozenset[str]:
+    """Endpoint names whose view carries an entry (`@documented`)."""
+    return frozenset(endpoint for endpoint, view in app.view_functions.items()
+                     if hasattr(view, "openapi_entry"))
 
 
 def cached_spec(app: Flask) -> dict:
@@ -724,11 +485,16 @@ def cached_spec(app: Flask) -> dict:
 # Routes --------------------------------------------------------------------------------------
 
 @bp.get("/openapi.json")
+@documented("This OpenAPI description", auth=False, database=False,
+            response=json_response({"type": "object"}))
 def spec():
     return jsonify(cached_spec(current_app._get_current_object()))
 
 
 @bp.get("/docs")
+@documented("A page that renders this description", auth=False, database=False,
+            response={"description": "HTML page",
+                      "content": {"text/html": {"schema": string()}}})
 def docs():
     response = Response(DOCS_HTML, mimetype="text/html")
     response.headers["Content-Security-Policy"] = DOCS_CSP
@@ -737,196 +503,17 @@ def docs():
     return response
 
 
-DOCS_STYLE = """
-body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
-header{background:#1d2330;color:#fff;padding:14px 24px;display:flex;gap:16px;align-items:center;
-flex-wrap:wrap}
-header h1{font-size:20px;margin:0}header input{flex:1;min-width:260px;padding:6px}
-main{max-width:1100px;margin:0 auto;padding:16px 24px}
-h2{margin:28px 0 8px;text-transform:capitalize}
-details.op{background:#fff;border:1px solid #d8dce3;border-radius:6px;margin:6px 0}
-details.op>summary{cursor:pointer;padding:8px 12px;display:flex;gap:12px;align-items:center}
-.m{font:bold 12px monospace;color:#fff;border-radius:4px;padding:3px 0;width:64px;
-text-align:center}
-.get{background:#2f7dd1}.post{background:#2e9e5b}.put{background:#c98a14}
-.patch{background:#7b5cc4}.delete{background:#c8413b}
-.path{font-family:monospace;font-weight:600}.lock{margin-left:auto;color:#888;font-size:12px}
-.body{padding:4px 16px 14px;border-top:1px solid #eef0f3}
-pre{background:#f1f3f6;padding:8px;overflow:auto;font-size:12.5px;margin:4px 0}
-table{border-collapse:collapse;font-size:13.5px}td,th{border:1px solid #e1e4ea;padding:3px 8px;
-text-align:left}
-.try label{display:block;margin:4px 0}.try input,.try textarea{font-family:monospace;width:100%;
-box-sizing:border-box}
-.try textarea{height:90px}.status{font-weight:bold}
-"""
-
-DOCS_SCRIPT = r"""
-"use strict";
-const $ = (tag, attrs, ...kids) => {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") el.className = v; else el.setAttribute(k, v);
-  }
-  for (const kid of kids) if (kid !== null && kid !== undefined)
-    el.append(typeof kid === "string" ? document.createTextNode(kid) : kid);
-  return el;
-};
-let spec = null;
-function deref(schema) {
-  let s = schema;
-  while (s && s.$ref) s = s.$ref.split("/").slice(1).reduce((o, k) => o[k], spec);
-  return s;
-}
-function shape(schema, depth) {
-  const s = deref(schema);
-  if (!s || depth > 6) return "any";
-  const name = schema && schema.$ref ? schema.$ref.split("/").pop() + " " : "";
-  const nul = s.nullable ? " | null" : "";
-  if (s.anyOf) return s.anyOf.map(x => shape(x, depth + 1)).join(" | ") + nul;
-  if (s.type === "array") return "[" + shape(s.items, depth + 1) + "]" + nul;
-  if (s.type === "object" && s.properties) {
-    const pad = "  ".repeat(depth + 1), req = new Set(s.required || []);
-    const rows = Object.entries(s.properties).map(([k, v]) =>
-      pad + k + (req.has(k) ? "" : "?") + ": " + shape(v, depth + 1));
-    return name + "{\n" + rows.join(",\n") + "\n" + "  ".repeat(depth) + "}" + nul;
-  }
-  let t = s.type || "any";
-  if (s.format) t += " (" + s.format + ")";
-  if (s.enum) t += " one of " + s.enum.join("|");
-  const lim = [];
-  if (s.minLength !== undefined) lim.push("min " + s.minLength);
-  if (s.maxLength !== undefined) lim.push("max " + s.maxLength);
-  if (s.minimum !== undefined) lim.push(">= " + s.minimum);
-  if (s.maximum !== undefined) lim.push("<= " + s.maximum);
-  if (lim.length) t += " [" + lim.join(", ") + "]";
-  return name + t + nul;
-}
-function tryForm(path, method, op) {
-  const box = $("div", {class: "try"}, $("h4", {}, "Try it"));
-  const inputs = {};
-  for (const p of op.parameters || []) {
-    const input = $("input", {placeholder: shape(p.schema, 0)});
-    inputs[p.name] = [p, input];
-    box.append($("label", {}, p.in + " " + p.name + (p.required ? " *" : ""), input));
-  }
-  const content = (op.requestBody || {}).content || {};
-  let bodyInput = null, formInputs = null;
-  if (content["application/json"]) {
-    bodyInput = $("textarea", {}, "{}");
-    box.append($("label", {}, "JSON body", bodyInput));
-  } else if (content["multipart/form-data"]) {
-    formInputs = {};
-    const props = deref(content["multipart/form-data"].schema).properties || {};
-    for (const [k, v] of Object.entries(props)) {
-      const input = v.format === "binary" ? $("input", {type: "file"}) : $("input", {});
-      formInputs[k] = input;
-      box.append($("label", {}, "form " + k, input));
-    }
-  }
-  const out = $("pre", {}), status = $("div", {class: "status"});
-  const send = $("button", {}, "Send " + method.toUpperCase());
-  send.addEventListener("click", async () => {
-    let url = path;
-    const query = new URLSearchParams();
-    for (const [name, [p, input]] of Object.entries(inputs)) {
-      if (p.in === "path") url = url.replace("{" + name + "}", encodeURIComponent(input.value));
-      else if (input.value !== "") query.append(name, input.value);
-    }
-    if ([...query].length) url += "?" + query;
-    const headers = {};
-    const token = document.getElementById("token").value.trim();
-    if (token) headers.Authorization = "Bearer " + token;
-    let body;
-    if (bodyInput) { headers["Content-Type"] = "application/json"; body = bodyInput.value; }
-    if (formInputs) {
-      body = new FormData();
-      for (const [k, input] of Object.entries(formInputs)) {
-        if (input.type === "file") { if (input.files[0]) body.append(k, input.files[0]); }
-        else if (input.value !== "") body.append(k, input.value);
-      }
-    }
-    status.textContent = "...";
-    try {
-      const r = await fetch(base + url.replace(/^\//, ""),
-                            {method: method.toUpperCase(), headers, body});
-      status.textContent = r.status + " " + (r.headers.get("Content-Type") || "");
-      const type = r.headers.get("Content-Type") || "";
-      if (type.includes("json")) out.textContent = JSON.stringify(await r.json(), null, 2);
-      else if (type.startsWith("text/")) out.textContent = await r.text();
-      else out.textContent = (await r.blob()).size + " bytes (" +
-        (r.headers.get("Content-Disposition") || "no file name") + ")";
-    } catch (e) { status.textContent = "request failed: " + e; }
-  });
-  box.append(send, status, out);
-  return box;
-}
-function operation(path, method, op) {
-  const secured = !(op.security && op.security.length === 0);
-  const body = $("div", {class: "body"});
-  if (op.description) body.append($("p", {}, op.description));
-  if ((op.parameters || []).length) {
-    const t = $("table", {}, $("tr", {}, $("th", {}, "parameter"), $("th", {}, "in"),
-                                 $("th", {}, "schema"), $("th", {}, "notes")));
-    for (const p of op.parameters)
-      t.append($("tr", {}, $("td", {}, p.name + (p.required ? " *" : "")), $("td", {}, p.in),
-               $("td", {}, shape(p.schema, 0)), $("td", {}, p.description || "")));
-    body.append($("h4", {}, "Parameters"), t);
-  }
-  for (const [type, media] of Object.entries((op.requestBody || {}).content || {}))
-    body.append($("h4", {}, "Request body (" + type + ")"), $("pre", {}, shape(media.schema, 0)));
-  body.append($("h4", {}, "Responses"));
-  for (const [code, resp0] of Object.entries(op.responses || {})) {
-    const resp = deref(resp0);
-    body.append($("div", {}, $("b", {}, code), " " + (resp.description || "")));
-    for (const [type, media] of Object.entries(resp.content || {}))
-      body.append($("pre", {}, type + "\n" + shape(media.schema, 0)));
-  }
-  body.append(tryForm(path, method, op));
-  return $("details", {class: "op"},
-    $("summary", {}, $("span", {class: "m " + method}, method.toUpperCase()),
-      $("span", {class: "path"}, path), $("span", {}, op.summary || ""),
-      $("span", {class: "lock"}, secured ? "bearer token" : "public")),
-    body);
-}
-const base = location.pathname.replace(/docs\/?$/, "");
-fetch(base + "openapi.json").then(r => r.json()).then(s => {
-  spec = s;
-  document.getElementById("title").textContent = s.info.title + " " + s.info.version;
-  document.getElementById("about").textContent = s.info.description || "";
-  const groups = {};
-  for (const [path, item] of Object.entries(s.paths))
-    for (const [method, op] of Object.entries(item))
-      (groups[(op.tags || ["other"])[0]] ||= []).push([path, method, op]);
-  const main = document.getElementById("ops");
-  for (const tag of (s.tags || []).map(t => t.name).concat(Object.keys(groups)))
-    if (groups[tag]) {
-      main.append($("h2", {}, tag));
-      for (const [path, method, op] of groups[tag]) main.append(operation(path, method, op));
-      delete groups[tag];
-    }
-}).catch(e => {
-  document.getElementById("about").textContent = "Could not load openapi.json: " + e;
-});
-"""
-
-
 def _csp_hash(source: str) -> str:
     digest = hashlib.sha256(source.encode()).digest()
     return "'sha256-" + base64.b64encode(digest).decode() + "'"
 
 
-DOCS_HTML = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Ezra API</title><style>{DOCS_STYLE}</style></head>
-<body><header><h1 id="title">Ezra API</h1>
-<input id="token" type="password" autocomplete="off"
- placeholder="access token for 'Try it' (kept in this page only)"></header>
-<main><p id="about">Loading openapi.json ...</p><div id="ops"></div></main>
-<script>{DOCS_SCRIPT}</script></body></html>
-"""
-
-# Only this page's own inline style and script may run; requests go to this server only.
-DOCS_CSP = ("default-src 'none'; connect-src 'self'; img-src 'self' data:; "
-            f"style-src {_csp_hash(DOCS_STYLE)}; script-src {_csp_hash(DOCS_SCRIPT)}; "
+# The page is Swagger UI from the swagger-ui-bundle package (no CDN: the servers have no
+# internet), its files served by this blueprint under /docs/; the page's one inline script
+# starts it on ./openapi.json.
+DOCS_HTML = (Path(__file__).resolve().parent / "assets" / "docs.html").read_text()
+_DOCS_SCRIPT = re.search(r"<script>(.*?)</script>", DOCS_HTML, re.S).group(1)
+# Only the bundle's files and the page's own script may run; requests go to this server only.
+DOCS_CSP = ("default-src 'none'; connect-src 'self'; img-src 'self' data:; style-src 'self'; "
+            f"script-src 'self' {_csp_hash(_DOCS_SCRIPT)}; "
             "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")

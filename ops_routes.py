@@ -19,16 +19,24 @@ from sqlalchemy import text
 import local_whisper
 import metrics
 from database import db
+from openapi import documented, json_response, ref, string
 
 bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
+@documented("Liveness: the process answers (touches nothing, not even the database)",
+            auth=False, database=False, response=json_response(ref("Health")))
 def healthz():
     return jsonify(status="ok")
 
 
 @bp.get("/readyz")
+@documented("Readiness: database, storage writable, ffmpeg, pandoc, transcription engine",
+            auth=False, database=False,
+            description="One entry per check; 503 (same shape) when any check fails.",
+            response=json_response(ref("Readiness")),
+            extra_responses={503: json_response(ref("Readiness"), "a check failed")})
 def readyz():
     checks = {name: _run_check(check) for name, check in READINESS_CHECKS.items()}
     ready = all(entry["ok"] for entry in checks.values())
@@ -36,6 +44,9 @@ def readyz():
 
 
 @bp.get("/metrics")
+@documented("Prometheus metrics of every worker process", auth=False,
+            response={"description": "Prometheus text exposition format 0.0.4",
+                      "content": {"text/plain": {"schema": string()}}})
 def metrics_text():
     body, content_type = metrics.render()
     return Response(body, content_type=content_type)

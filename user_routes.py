@@ -17,7 +17,10 @@ from body_limits import refuse_if_cut
 from database import db
 from errors import APIError
 from languages import WHISPER_LANGUAGES, normalize_language, unknown_language_hint
+from limits import MAX_FILENAME_LENGTH
 from models import SEGMENTS_KIND, Document, JobStatus, Transcription, User
+from openapi import (DOCX, array, attachment, documented, error_response, json_response, ref,
+                     string)
 from scratch import check_user_scratch
 from serializers import (FILE_TYPES, LEGACY_PATH_COLUMN, document_file_name, transcription_page,
                          user_transcription)
@@ -35,8 +38,51 @@ MIME_TYPES = {  # Werkzeug adds "; charset=utf-8" to text types itself
     "vtt": "text/vtt",
 }
 
+# What every download route answers (the admin ones too).
+DOWNLOAD_DOCUMENT = dict(
+    description="TXT, Markdown and Word (`/download/txt|md|word|docx/{id}`), or "
+                "subtitles from the transcript's timestamps (`/download/srt/{id}`, "
+                "`/download/vtt/{id}`): 404 when the engine gave none (the remote service).",
+    response=attachment("text/plain", "text/markdown", DOCX, "application/x-subrip",
+                        "text/vtt", description="the document as an attachment"))
+
+
+def _time_field(example: str) -> dict:
+    return string(pattern=r"^\s*((\d{1,4}:){0,2}\d{1,6}(\.\d{1,3})?)?\s*$",
+                  description="hh:mm:ss, mm:ss or ss (seconds may have up to 3 decimals; "
+                              "inner parts below 60); empty = not set",
+                  example=example)
+
+
+def _process_form(config) -> dict:
+    return {"type": "object", "properties": {
+        "drive_link": string(maxLength=2048, description="a YouTube or Google Drive link",
+                             example="https://www.youtube.com/watch?v=dQw4w9WgXcQ"),
+        "file": string(format="binary", description=(
+            f"an audio or video file (file name up to {MAX_FILENAME_LENGTH} "
+            f"characters, at most MAX_UPLOAD_MB = {config['MAX_UPLOAD_MB']} MB)")),
+        "start_time": _time_field("00:01:00"),
+        "end_time": _time_field("01:05:30"),
+        "language": string(maxLength=16, example="id", description=(
+            "the spoken language as a Whisper (ISO 639-1) code; absent: the admin "
+            "setting transcribe_language, or detection when unset; an unknown code "
+            "is a 400 that lists the valid ones")),
+    }}
+
 
 @bp.post("/process")
+@documented(
+    "Submit a talk for transcription",
+    description="Exactly one of `drive_link` and `file`. Returns at once; the job runs "
+                "in the background. A link's title and length are read first (at "
+                "most LINK_METADATA_TIMEOUT_SECONDS): a private, removed, live or too "
+                "long video, or a window past its end, is a 400 without a job.",
+    form=_process_form,
+    errors=(429, 507),
+    extra_responses={503: {**error_response(503), "description": (
+        "New transcriptions are paused by the admins (setting transcribing_allowed), "
+        "or the database is unavailable")}},
+    response=json_response(ref("Submitted")))
 @jwt_required()
 def process():
     submission_service.ensure_accepting()
@@ -64,6 +110,8 @@ def process():
 
 
 @bp.get("/transcriptions")
+@documented("The caller's transcriptions, newest first", paginated=True,
+            response=json_response(array(ref("UserTranscription"))))
 @jwt_required()
 def list_transcriptions():
     limit, offset = pagination()
@@ -73,6 +121,8 @@ def list_transcriptions():
 
 
 @bp.get("/transcriptions/<transcription_id>")
+@documented("One of the caller's transcriptions", errors=(400, 404),
+            response=json_response(ref("UserTranscription")))
 @jwt_required()
 def get_transcription(transcription_id: str):
     row = _own_transcription_row(transcription_id)
@@ -80,6 +130,10 @@ def get_transcription(transcription_id: str):
 
 
 @bp.post("/transcriptions/<transcription_id>/cancel")
+@documented("Cancel a transcription", errors=(400, 404, 409),
+            extra_responses={202: json_response(ref("CancelResult"),
+                                                "Cancelling: the running step stops soon")},
+            response=json_response(ref("CancelResult"), "Cancelled"))
 @jwt_required()
 def cancel_transcription(transcription_id: str):
     job = _own_transcription(transcription_id)
@@ -89,6 +143,8 @@ def cancel_transcription(transcription_id: str):
 
 
 @bp.post("/transcriptions/<transcription_id>/retry")
+@documented("Resume a failed or cancelled transcription", errors=(400, 404, 409, 429, 503),
+            response=json_response(ref("RetryResult")))
 @jwt_required()
 def retry_transcription(transcription_id: str):
     submission_service.ensure_accepting()
@@ -117,6 +173,8 @@ def _own_transcription_row(transcription_id: str):
 
 
 @bp.get("/download/<file_type>/<transcription_id>")
+@documented("Download a document of the caller's transcription", errors=(400, 404),
+            **DOWNLOAD_DOCUMENT)
 @jwt_required()
 def download(file_type: str, transcription_id: str):
     kind = document_kind(file_type)
@@ -128,6 +186,8 @@ def download(file_type: str, transcription_id: str):
 
 
 @bp.get("/download/<file_type>/<transcription_id>/<file_name>")
+@documented("Download a document of the caller's transcription (the link the lists give)",
+            errors=(400, 404), **DOWNLOAD_DOCUMENT)
 @jwt_required()
 def download_named(file_type: str, transcription_id: str, file_name: str):
     """The links in the lists end in the document's name, which clients show."""

@@ -12,11 +12,12 @@ from flask_jwt_extended import current_user, jwt_required
 from sqlalchemy import select
 
 import webhooks
-from admin_routes import ADMIN_PAGE_DEFAULT
 from admin_routes import bp as admin_bp
 from database import db
 from errors import APIError
+from limits import ADMIN_PAGE_DEFAULT
 from models import User, Webhook, WebhookAttempt, WebhookDelivery, utcnow
+from openapi import array, boolean, documented, json_response, obj, ref, string
 from serializers import iso
 from user_routes import bp
 from validation import bool_field, int_id, json_body, pagination, string_field
@@ -35,12 +36,29 @@ def _own_webhook() -> Webhook:
 
 
 @bp.get("/webhook")
+@documented("The caller's webhook (never its secret)", errors=(404,),
+            response=json_response(ref("Webhook")))
 @jwt_required()
 def get_webhook():
     return jsonify(webhook_answer(_own_webhook()))
 
 
 @bp.put("/webhook")
+@documented(
+    "Set or change the caller's webhook", ok=201,
+    description=(
+        "A signed JSON event is POSTed there when a job completes or fails. The URL "
+        "must be http(s) on a public address (400 otherwise, e.g. a private or local "
+        "network address). Creating answers 201 with the signing secret, shown only "
+        "then; `rotate_secret: true` makes and shows a new one. Each event carries "
+        "`X-Ezra-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + \".\" + "
+        "body)>`."),
+    body=obj({"url": string(minLength=1, maxLength=2048,
+                            example="https://hooks.example.org/ezra"),
+              "rotate_secret": boolean(default=False)},
+             required=["url"], closed=False),
+    extra_responses={200: json_response(ref("WebhookSet"), "Updated")},
+    response=json_response(ref("WebhookSet"), "Created"))
 @jwt_required()
 def set_webhook():
     """Set or change the URL. The signing secret is answered once: when the webhook is
@@ -73,6 +91,9 @@ def set_webhook():
 
 
 @bp.delete("/webhook")
+@documented("Remove the caller's webhook", errors=(404,),
+            description="Events not delivered yet are dropped (marked failed).",
+            response=json_response(ref("Message")))
 @jwt_required()
 def delete_webhook():
     hook = _own_webhook()
@@ -83,6 +104,9 @@ def delete_webhook():
 
 
 @bp.get("/webhook/deliveries")
+@documented("The caller's webhook deliveries with their attempts, newest first",
+            paginated=ADMIN_PAGE_DEFAULT,
+            response=json_response(array(ref("WebhookDelivery"))))
 @jwt_required()
 def own_webhook_deliveries():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
@@ -90,6 +114,10 @@ def own_webhook_deliveries():
 
 
 @admin_bp.get("/webhook-deliveries")
+@documented("Every webhook delivery with its attempts (status code, error, duration), "
+            "newest first", paginated=ADMIN_PAGE_DEFAULT, errors=(400,),
+            description="`user_id` narrows the list to one user.",
+            response=json_response(array(ref("WebhookDelivery"))))
 def all_webhook_deliveries():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
     user_id = request.args.get("user_id")
@@ -98,6 +126,8 @@ def all_webhook_deliveries():
 
 
 @admin_bp.get("/users/<user_id>/webhook")
+@documented("A user's webhook (never its secret)", errors=(400, 404),
+            response=json_response(ref("AdminWebhook")))
 def user_webhook(user_id: str):
     user_id_int = int_id(user_id, "user id")
     row = db.session.execute(select(User.id, Webhook).outerjoin(

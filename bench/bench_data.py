@@ -8,11 +8,14 @@ which each ref then upgrades in place.
 """
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import random
 import signal
 import socket
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -176,3 +179,73 @@ def stop_process_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
         except ProcessLookupError:
             pass
         proc.wait(timeout=5)
+
+
+class GunicornServer:
+    """gunicorn serving a checkout of Ezra (`wsgi:app` in `cwd`) on a free port of 127.0.0.1,
+    in a process group of its own, its output in `log_path`: what bench_lists.py and
+    compare_refs.py measure."""
+
+    def __init__(self, python: str, cwd: Path, env: dict[str, str], log_path: Path,
+                 workers: int, threads: int, extra_args: tuple[str, ...] = ()):
+        self.port = free_port()
+        self.cwd, self.env, self.log_path = cwd, env, log_path
+        self.cmd = [python, "-m", "gunicorn", *extra_args, "-w", str(workers), "--threads",
+                    str(threads), "-b", f"127.0.0.1:{self.port}", "--log-level", "warning",
+                    "wsgi:app"]
+        self.proc: subprocess.Popen | None = None
+        self.worker_pids: set[int] = set()  # every worker seen, recycled ones included
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start, and wait until it answers HTTP (`GET /admin/stats`: 401 without a token)."""
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.cmd, cwd=str(self.cwd), env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        limit = time.monotonic() + timeout
+        while time.monotonic() < limit:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n"
+                                   f"{self.log_tail()}")
+            try:
+                self.request("GET", "/admin/stats", timeout=2)
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"gunicorn did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None, timeout: float = 30) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def login(self, username: str) -> str:
+        status, body = self.request("POST", "/login", json.dumps(
+            {"username": username, "password": PASSWORD}).encode(),
+            {"Content-Type": "application/json"})
+        if status != 200:
+            raise RuntimeError(f"login as {username} failed: {status} {body[:300]!r}")
+        return json.loads(body)["access_token"]
+
+    def workers(self) -> list[int]:
+        pids = child_pids(self.proc.pid) if self.proc else []
+        self.worker_pids.update(pids)
+        return pids
+
+    def cpu_seconds(self) -> float:
+        """CPU used so far by the gunicorn master and its live workers."""
+        return sum(process_cpu_seconds(p) for p in [self.proc.pid] + self.workers())
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 20.0) -> None:
+        if self.proc is not None:
+            stop_process_group(self.proc, grace=grace)

@@ -32,7 +32,6 @@ import random
 import re
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,8 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench_data import (ADMIN_NAME, PASSWORD, USER_NAME, child_pids, free_port, generate,
-                        process_cpu_seconds)
+from bench_data import ADMIN_NAME, PASSWORD, USER_NAME, GunicornServer, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIM_DIR = Path("/tmp/shim")
@@ -200,79 +198,18 @@ def machine_cpu() -> tuple[float, float]:
     return sum(values) - idle, sum(values)
 
 
-class Server:
+class Server(GunicornServer):
+    """This checkout under gunicorn, on the bench database, as in production."""
+
     def __init__(self, url_string: str, secret: str, storage: Path, workers: int, threads: int):
         import config
-        self.port = free_port()
-        self.log_path = storage / "gunicorn.log"
         env = dict(os.environ)
         env.update(DATABASE_URL=url_string, JWT_SECRET_KEY=secret, EZRA_ENV="production",
                    STORAGE_DIR=str(storage / "storage"),
                    LEGACY_FILES_DIR=str(storage / "user-files"))
         if "JOB_RECOVERY_INTERVAL_SECONDS" in getattr(config, "_VARIABLES", {}):
             env["JOB_RECOVERY_INTERVAL_SECONDS"] = "0"
-        self.cmd = [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads",
-                    str(threads), "-b", f"127.0.0.1:{self.port}", "--log-level", "warning",
-                    "wsgi:app"]
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.cmd, cwd=str(ROOT), env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self._lock = threading.Lock()
-
-    def wait_ready(self) -> None:
-        limit = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < limit:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/admin/users")
-                conn.getresponse().read()
-                conn.close()
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"gunicorn did not answer within {STARTUP_TIMEOUT_S:.0f}s:\n"
-                           f"{self.log_tail()}")
-
-    def cpu_seconds(self) -> float:
-        """CPU used so far by the gunicorn master and its live workers."""
-        return sum(process_cpu_seconds(p) for p in [self.proc.pid] + child_pids(self.proc.pid))
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        with self._lock:
-            if self.proc.poll() is None:
-                try:  # the process group this script started (gunicorn master and workers)
-                    os.killpg(self.proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    try:
-                        os.killpg(self.proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    self.proc.wait(timeout=5)
-            self._log.close()
-
-
-def login(port: int, username: str) -> str:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
-    conn.request("POST", "/login", body=json.dumps({"username": username, "password": PASSWORD}),
-                 headers={"Content-Type": "application/json"})
-    response = conn.getresponse()
-    body = response.read()
-    conn.close()
-    if response.status != 200:
-        raise RuntimeError(f"login as {username} failed: {response.status} {body[:300]!r}")
-    return json.loads(body)["access_token"]
+        super().__init__(sys.executable, ROOT, env, storage / "gunicorn.log", workers, threads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -510,6 +447,16 @@ class StatementCounter:
             db.engine.dispose()
 
 
+def statement_counter(url_string: str, secret: str, storage: Path):
+    """A StatementCounter on a fresh app, and the token each route is called with (the
+    user's list as the user, every admin route as the admin)."""
+    from app import create_app
+    counter = StatementCounter(create_app(app_config(url_string, secret, storage)))
+    _quiet_logging()
+    admin, user = counter.token(ADMIN_NAME), counter.token(USER_NAME)
+    return counter, lambda path: user if path == "/transcriptions" else admin
+
+
 def explain(engine, statement: str, parameters, options: str = "ANALYZE, BUFFERS") -> list[str]:
     raw = engine.raw_connection()
     try:
@@ -596,9 +543,9 @@ def main() -> int:
 
         server = Server(url_string, secret, storage, args.workers, args.threads)
         say(f"{elapsed()} gunicorn: {' '.join(server.cmd[1:])} (port {server.port})")
-        server.wait_ready()
-        admin_token = login(server.port, ADMIN_NAME)
-        user_token = login(server.port, USER_NAME)
+        server.start(STARTUP_TIMEOUT_S)
+        admin_token = server.login(ADMIN_NAME)
+        user_token = server.login(USER_NAME)
         say(f"{elapsed()} gunicorn ready; logged in as {ADMIN_NAME} and {USER_NAME}")
 
         routes = [("GET /transcriptions (user)", "/transcriptions", user_token),
@@ -642,14 +589,10 @@ def main() -> int:
             say(f"  gunicorn log tail:\n{server_log}")
 
         say(f"\n{elapsed()} == SQL statements per request (in-process, Flask test client) ==")
-        counter = StatementCounter(create_app(app_config(url_string, secret, storage)))
-        _quiet_logging()
-        c_admin = counter.token(ADMIN_NAME)
-        c_user = counter.token(USER_NAME)
-        tokens = {"/transcriptions": c_user}
+        counter, token_for = statement_counter(url_string, secret, storage)
         full: dict[str, CountResult] = {}
         for label, path, _ in routes:
-            full[label] = counter.count(path, tokens.get(path, c_admin))
+            full[label] = counter.count(path, token_for(path))
         for label, res in full.items():
             say(f"  {label:36s} {len(res.statements)} statements, status {res.status}, "
                 f"{res.items} items, in-process {res.total_ms:6.1f} ms of which SQL "
@@ -687,14 +630,10 @@ def main() -> int:
         remaining = shrink(app, KEEP_USERS_SMALL, seeded["user_id"])
         vacuum_analyze(url)
         say(f"  rows now: {remaining}")
-        counter = StatementCounter(create_app(app_config(url_string, secret, storage)))
-        _quiet_logging()
-        c_admin = counter.token(ADMIN_NAME)
-        c_user = counter.token(USER_NAME)
-        tokens = {"/transcriptions": c_user}
+        counter, token_for = statement_counter(url_string, secret, storage)
         small: dict[str, CountResult] = {}
         for label, path, _ in routes:
-            small[label] = counter.count(path, tokens.get(path, c_admin), repeat=3)
+            small[label] = counter.count(path, token_for(path), repeat=3)
             say(f"  {label:36s} {len(small[label].statements)} statements, "
                 f"{small[label].items} items")
         counter.close()

@@ -40,7 +40,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+from bench_data import free_port  # noqa: E402
 
 CACHE = Path("/tmp/ezra-bench")
 DB_NAME = "ezra_bench_pipeline"
@@ -388,12 +388,6 @@ class PipelineRun:
     status: str = "?"
     error: str | None = None
     details: str = ""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +33,7 @@ from sqlalchemy import text  # noqa: E402
 from fakes import FakeWhisperService  # noqa: E402
 from load_helpers import (LOAD_SECRET, db_engine, make_audio, make_users,  # noqa: E402
                           migrated_app, scratch_database)
+from runner_processes import start_runner, stop_gracefully, wait_ready  # noqa: E402
 
 SERVER_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BROKER = os.environ.get("BENCH_CELERY_BROKER_URL", "redis://127.0.0.1:6379/11")
@@ -86,39 +85,13 @@ class Sampler(threading.Thread):
 
 
 def start_runners(mode: str, count: int, env: dict, logs: Path, stack: ExitStack) -> None:
-    ready_marks = []
+    started = []
     for index in range(count):
         log_path = logs / f"{mode}-{count}-{index}.log"
-        if mode == "local":
-            command = [sys.executable, "-m", "flask", "--app", "app", "worker"]
-            mark = "event=worker_started"
-        else:
-            command = [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--pool",
-                       "threads", "--concurrency", "1", "-n", f"bench{index}@%h",
-                       "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
-            mark = "event=celery_worker_ready"
-        log = open(log_path, "wb")
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-        stack.callback(log.close)
-        stack.callback(_stop, process)
-        ready_marks.append((process, log_path, mark))
-    deadline = time.monotonic() + 120
-    for process, log_path, mark in ready_marks:
-        while mark not in log_path.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"runner did not start:\n{log_path.read_text()[-2000:]}")
-            time.sleep(0.2)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process = start_runner(mode, env, log_path, name=f"bench{index}")
+        stack.callback(stop_gracefully, process, 60)
+        started.append((process, log_path))
+    wait_ready(mode, started, timeout=120)
 
 
 def run(mode: str, processes: int, args, audio: Path, work: Path) -> dict:
@@ -169,7 +142,7 @@ def run(mode: str, processes: int, args, audio: Path, work: Path) -> dict:
         while len(sampler.completed) < args.jobs and time.monotonic() < deadline:
             time.sleep(0.2)
         sampler.stop.set()
-        sampler.join()
+        sampler.join(timeout=30)
         from jobs import stop_runner
         stop_runner(web)
         if len(sampler.completed) < args.jobs:

@@ -9,7 +9,6 @@ See bench/README.md for what is measured and how.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import random
@@ -27,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench_data import (ADMIN_NAME, PASSWORD, USER_NAME, child_pids, free_port, generate,
-                        memory_kib, stop_process_group)
+from bench_data import (ADMIN_NAME, PASSWORD, USER_NAME, GunicornServer, generate,
+                        memory_kib)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -187,82 +186,31 @@ def vacuum_analyze(db_name: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Servers
 
-class Server:
+class Server(GunicornServer):
+    """One ref's checkout under gunicorn (with the statement-counting probe) on its copy of
+    the legacy database."""
+
     def __init__(self, co: Checkout, db_name: str, legacy_root: Path, tmp: Path,
                  workers: int, threads: int, secret: str):
         self.co = co
-        self.port = free_port()
         self.probe_dir = tmp / f"probe-{co.name.lower()}"
         self.probe_dir.mkdir()
-        self.env = dict(os.environ)
-        for key in list(self.env):  # the ref reads its settings from here, not from a .env
+        env = dict(os.environ)
+        for key in list(env):  # the ref reads its settings from here, not from a .env
             if key.startswith(("ARGON2_", "SQLALCHEMY_", "LOGIN_")):
-                del self.env[key]
-        self.env.update(
+                del env[key]
+        env.update(
             DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{db_name}",
             JWT_SECRET_KEY=secret, EZRA_ENV="production",
             STORAGE_DIR=str(tmp / f"storage-{co.name.lower()}"),
             LEGACY_FILES_DIR=str(legacy_root), JOB_RECOVERY_INTERVAL_SECONDS="0",
             BENCH_PROBE_DIR=str(self.probe_dir), PYTHONDONTWRITEBYTECODE="1")
-        self.cmd = [co.python, "-m", "gunicorn", "-c", str(PROBE_CONFIG), "-w", str(workers),
-                    "--threads", str(threads), "-b", f"127.0.0.1:{self.port}",
-                    "--log-level", "warning", "wsgi:app"]
-        self.log_path = tmp / f"gunicorn-{co.name.lower()}.log"
-        self.proc: subprocess.Popen | None = None
-        self.worker_pids: set[int] = set()
+        super().__init__(co.python, co.path, env, tmp / f"gunicorn-{co.name.lower()}.log",
+                         workers, threads, extra_args=("-c", str(PROBE_CONFIG)))
 
     def upgrade(self) -> None:
         run([self.co.python, "-m", "flask", "--app", "app", "db", "upgrade"],
             cwd=self.co.path, env=self.env)
-
-    def start(self) -> None:
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.cmd, cwd=self.co.path, env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        limit = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < limit:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn ({self.co.name}) exited:\n{self.log_tail()}")
-            try:
-                status, _ = self.request("GET", "/admin/stats")
-                if status == 401:
-                    return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"gunicorn ({self.co.name}) did not answer:\n{self.log_tail()}")
-
-    def workers(self) -> list[int]:
-        pids = child_pids(self.proc.pid) if self.proc else []
-        self.worker_pids.update(pids)
-        return pids
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict | None = None) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
-
-    def login(self, username: str) -> str:
-        status, body = self.request("POST", "/login", json.dumps(
-            {"username": username, "password": PASSWORD}).encode(),
-            {"Content-Type": "application/json"})
-        if status != 200:
-            raise RuntimeError(f"login {username} on {self.co.name}: {status} {body[:200]!r}")
-        return json.loads(body)["access_token"]
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process_group(self.proc, grace=20)
 
     def statement_counts(self) -> dict[str, Counter]:
         merged: dict[str, Counter] = {}
@@ -348,7 +296,7 @@ def wrk(server: Server, route: Route, token: str, tmp: Path, duration: int,
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
     finally:
         stop.set()
-        sampler.join()
+        sampler.join(timeout=30)
     out = done.stdout
     if os.environ.get("BENCH_SHOW_WRK"):
         say(out)
@@ -445,7 +393,7 @@ def main() -> int:
             vacuum_analyze(db_name)
             say(f"[{time.monotonic() - started:5.0f}s] {co.name}: `flask db upgrade` done; "
                 f"gunicorn {' '.join(server.cmd[3:])}")
-            server.start()
+            server.start(STARTUP_TIMEOUT_S)
 
         missing, existing = seeded["missing_doc_job"], seeded["existing_doc_job"]
         login_body = json.dumps({"username": USER_NAME, "password": PASSWORD})

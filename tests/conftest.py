@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fake_fixtures import fake_openai, fake_openai_factory, fake_whisper  # noqa: E402,F401
+from fake_fixtures import fake_openai, fake_whisper  # noqa: E402,F401
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL",
                                    "postgresql://postgres@127.0.0.1:5432/test")

@@ -7,6 +7,7 @@ Everything here talks to 127.0.0.1 only, and every wait is bounded in time.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -25,7 +26,6 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 LOAD_SECRET = "load-secret-" + "0123456789abcdef" * 2 + "ABCD"  # 48 characters
 LOAD_PASSWORD = "load test password 42"
@@ -129,44 +129,79 @@ def dispose(app) -> None:
         db.engine.dispose()
 
 
+def postgres_bin_dir() -> Path | None:
+    """Where initdb and pg_ctl are: on PATH, else `pg_config --bindir`, else the newest
+    Debian-style /usr/lib/postgresql/<version>/bin; None when there are none."""
+    found = shutil.which("pg_ctl")
+    candidates = [Path(found).resolve().parent] if found else []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        result = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
+                                timeout=30)
+        candidates.append(Path(result.stdout.strip()))
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"),
+                         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+                         reverse=True)
+    return next((c for c in candidates if (c / "initdb").exists() and (c / "pg_ctl").exists()),
+                None)
+
+
 class PrivateCluster:
-    """A PostgreSQL 15 cluster of our own (initdb into a temporary folder, trust auth,
+    """A PostgreSQL cluster of our own (initdb into a temporary folder, trust auth,
     127.0.0.1 on a free port), which a test may stop and start at will. The shared
-    server on 5432 is never touched."""
+    server on 5432 is never touched. As root it runs as the `postgres` user (initdb refuses
+    root); otherwise as the current user."""
+
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why no private cluster can be made here (a reason to skip), or None."""
+        if postgres_bin_dir() is None:
+            return "no PostgreSQL server binaries (initdb, pg_ctl) on this machine"
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                return "running as root without a 'postgres' user to run PostgreSQL as"
+            if shutil.which("runuser") is None:
+                return "running as root without runuser to switch to the 'postgres' user"
+        return None
 
     def __init__(self) -> None:
+        self.bin = postgres_bin_dir()
         self.port = free_port()
         self.base = Path(tempfile.mkdtemp(prefix="ezra-load-pg-"))
         self.data = self.base / "data"
         self.log = self.base / "postgres.log"
-        shutil.chown(self.base, "postgres", "postgres")
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres", "postgres")
         os.chmod(self.base, 0o700)
 
     def _as_postgres(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(["runuser", "-u", "postgres", "--", *args], capture_output=True,
+        as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        return subprocess.run([*as_user, *args], capture_output=True,
                               text=True, timeout=timeout, cwd=str(self.base))
 
     def init(self) -> None:
-        result = self._as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
+        result = self._as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
                                    "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
         assert result.returncode == 0, result.stdout + result.stderr
 
     def start(self) -> None:
         options = (f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-        result = self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l",
+        result = self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
                                    str(self.log), "-w", "-t", "30", "-o", options, "start")
         assert result.returncode == 0, result.stdout + result.stderr + self.log_tail()
 
     def stop(self, mode: str = "fast") -> None:
-        result = self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode,
+        result = self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode,
                                    "-w", "-t", "30", "stop")
         assert result.returncode == 0, result.stdout + result.stderr
 
     def running(self) -> bool:
         if not self.data.exists():
             return False
-        return self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data),
+        return self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data),
                                  "status").returncode == 0
 
     def log_tail(self, lines: int = 30) -> str:

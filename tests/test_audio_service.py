@@ -83,7 +83,7 @@ def test_ffmpeg_exe_is_cached_and_runs():
 def test_compact_extension_prefers_opus():
     assert compact_extension() in (".ogg", ".mp3")
     encoders = subprocess.run([ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True,
-                              text=True).stdout
+                              text=True, timeout=60).stdout
     if " libopus " in encoders:
         assert compact_extension() == ".ogg"
 

@@ -6,17 +6,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 import uuid
+from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, bearer, login
+from conftest import bearer, login
 from database import db
 from models import Transcription
-from test_jobs import stop_gracefully, worker_env
-from test_pipeline import pipeline_config, setup, talk, upload, wait_for  # noqa: F401
+from runner_processes import start_runner, stop_gracefully, wait_ready
+from test_jobs import worker_env
+from test_pipeline import (pipeline_config, setup, talk, upload, wait_for,  # noqa: F401
+                           wait_until_true)
 
 pytestmark = pytest.mark.slow  # two Celery worker processes and a real Redis: tens of seconds
 
@@ -38,32 +39,21 @@ def broker():
 
 @pytest.fixture
 def celery_workers(tmp_path, broker):
-    processes: list[tuple[subprocess.Popen, object, str]] = []
+    processes: list[tuple[subprocess.Popen, Path]] = []
 
     def start(env: dict, count: int = 2) -> list[subprocess.Popen]:
-        for index in range(count):
+        for _ in range(count):
             name = f"w{len(processes)}"
             log_path = tmp_path / f"celery-{name}.log"
-            log = open(log_path, "wb")
-            process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--pool",
-                 "threads", "--concurrency", "1", "-n", f"{name}@%h", "--without-gossip",
-                 "--without-mingle", "--loglevel", "INFO"],
-                cwd=ROOT, env={**env, "JOB_QUEUE": "celery", "CELERY_BROKER_URL": broker},
-                stdout=log, stderr=subprocess.STDOUT)
-            processes.append((process, log, str(log_path)))
-        deadline = time.monotonic() + 60
-        for process, _log, path in processes:
-            while "event=celery_worker_ready" not in open(path).read():
-                assert process.poll() is None, open(path).read()[-3000:]
-                assert time.monotonic() < deadline, open(path).read()[-3000:]
-                time.sleep(0.2)
-        return [p for p, _, _ in processes]
-    start.logs = lambda: [open(path).read() for _, _, path in processes]
+            processes.append((start_runner(
+                "celery", {**env, "JOB_QUEUE": "celery", "CELERY_BROKER_URL": broker},
+                log_path, name), log_path))
+        wait_ready("celery", processes)
+        return [p for p, _ in processes]
+    start.logs = lambda: [path.read_text() for _, path in processes]
     yield start
-    for process, log, _path in processes:
+    for process, _path in processes:
         stop_gracefully(process)
-        log.close()
 
 
 def celery_setup(setup, broker):
@@ -94,10 +84,7 @@ def test_a_killed_celery_worker_leaves_its_job_to_the_other(setup, fake_whisper,
     fake_whisper.never_finish = True
     workers = celery_workers(worker_env(app, fake_whisper, fake_openai))
     job_id = upload(client, headers, talk)
-    deadline = time.monotonic() + 60
-    while not fake_whisper.polls:  # submitted, and being polled
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until_true(lambda: fake_whisper.polls, 60, "poll (the job submitted and polled)")
     with app.app_context():
         owner = db.session.get(Transcription, uuid.UUID(job_id)).lease_owner
         db.session.commit()

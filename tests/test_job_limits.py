@@ -23,7 +23,7 @@ def lying_mkv(tmp_path_factory):
     honest = folder / "honest.mkv"
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
                     "-i", "sine=frequency=400:duration=90", "-c:a", "libvorbis", "-ar", "16000",
-                    str(honest)], check=True)
+                    str(honest)], check=True, timeout=120)
     data = honest.read_bytes()
     at = data.index(b"\x44\x89\x88")  # Segment Info > Duration, an 8-byte float in ms
     lying = folder / "lying.mkv"

@@ -20,6 +20,7 @@ from conftest import ROOT, TEST_DATABASE_URL, TEST_SECRET
 from database import db
 from models import Transcription, User, utcnow
 from password import hash_password
+from runner_processes import start_runner, stop_gracefully
 from test_pipeline import pipeline_config, setup, talk, upload, wait_for  # noqa: F401
 
 
@@ -118,7 +119,7 @@ def test_claims_work_on_sqlite(tmp_path):
 
 def dead_pid() -> int:
     process = subprocess.Popen(["true"])
-    process.wait()
+    process.wait(timeout=30)
     return process.pid
 
 
@@ -191,26 +192,12 @@ def start_worker(tmp_path):
     processes = []
 
     def start(env: dict) -> subprocess.Popen:
-        log = open(tmp_path / f"worker-{len(processes)}.log", "wb")
-        process = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        processes.append((process, log))
+        process = start_runner("local", env, tmp_path / f"worker-{len(processes)}.log")
+        processes.append(process)
         return process
     yield start
-    for process, log in processes:
+    for process in processes:
         stop_gracefully(process)
-        log.close()
-
-
-def stop_gracefully(process: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM (a worker hands its jobs back), then SIGKILL if it has not ended in time."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def lease_owner(app, job_id: str) -> str | None:

@@ -307,7 +307,8 @@ def _with_leading_silence(tmp_path: Path, seconds: float) -> Path:
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
                     "-i", f"anullsrc=r=16000:cl=mono,atrim=duration={seconds}", "-i",
                     str(EN_SHORT), "-filter_complex", "[0:a][1:a]concat=n=2:v=0:a=1[out]",
-                    "-map", "[out]", "-ar", "16000", "-ac", "1", str(path)], check=True)
+                    "-map", "[out]", "-ar", "16000", "-ac", "1", str(path)], check=True,
+                   timeout=120)
     return path
 
 
@@ -334,7 +335,8 @@ def test_a_file_without_speech_fails_clearly(local_setup, tmp_path):
     app, client, headers = local_setup()
     silence = tmp_path / "silence.opus"
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
-                    "-i", "anullsrc=r=16000:cl=mono,atrim=duration=5", str(silence)], check=True)
+                    "-i", "anullsrc=r=16000:cl=mono,atrim=duration=5", str(silence)], check=True,
+                   timeout=120)
     job_id = submit(client, headers, silence)
     job = finish(client, headers, job_id)
     assert job["status"] == "error" and "no speech was found" in job["error_message"].lower()
@@ -466,7 +468,7 @@ def test_a_killed_local_job_resumes_at_its_last_finished_chunk(local_setup, make
     graph = "".join(f"[{i}:a]" for i in range(2 * repeats)) + f"concat=n={2 * repeats}:v=0:a=1[out]"
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *inputs,
                     "-filter_complex", graph, "-map", "[out]", "-ar", "16000", "-ac", "1",
-                    str(talk)], check=True)
+                    str(talk)], check=True, timeout=120)
     app, client, headers = local_setup(PIPELINE_ENABLED=False, TRANSCRIBE_CHUNK_SECONDS=10)
     job_id = submit(client, headers, talk, language="en")
     env = {"DATABASE_URL": TEST_DATABASE_URL, "JWT_SECRET_KEY": TEST_SECRET,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import pipeline
 from audio_service import ffmpeg_exe, probe_audio
 from conftest import ROOT, TEST_DATABASE_URL, TEST_SECRET, bearer, login
 from database import db
@@ -32,7 +33,7 @@ def make_audio(path: Path, pattern: list[tuple[str, float]]) -> Path:
     graph = "".join(labels) + f"concat=n={len(pattern)}:v=0:a=1[out]"
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *inputs,
                     "-filter_complex", graph, "-map", "[out]", "-ar", "44100", "-ac", "1",
-                    str(path)], check=True)
+                    str(path)], check=True, timeout=120)
     return path
 
 
@@ -159,9 +160,16 @@ def test_upload_job_runs_to_three_documents(setup, fake_whisper, fake_openai, ta
         assert not job_dir(row.id).exists()  # scratch audio gone once the transcript is safe
 
 
-def test_trim_window_sends_only_the_window(setup, fake_whisper, talk, tmp_path):
+def test_trim_window_sends_only_the_window(setup, fake_whisper, talk, tmp_path, monkeypatch):
     app, client, headers = setup()
     received = []
+    steps = []  # every status the runner commits, in order (polling could miss a quick one)
+    commit_status = pipeline.JobRun.set_status
+
+    def record_status(run, status, **values):
+        steps.append(status)
+        commit_status(run, status, **values)
+    monkeypatch.setattr(pipeline.JobRun, "set_status", record_status)
 
     def keep_audio(audio, tid, prompt):
         path = tmp_path / f"received-{len(received)}.ogg"
@@ -170,16 +178,9 @@ def test_trim_window_sends_only_the_window(setup, fake_whisper, talk, tmp_path):
         return "window text"
     fake_whisper.transcript_for = keep_audio
     job_id = upload(client, headers, talk, start_time="00:03", end_time="0:10.5")
-    seen = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        status = client.get(f"/transcriptions/{job_id}", headers=headers).get_json()["status"]
-        if not seen or seen[-1] != status:
-            seen.append(status)
-        if status in ("completed", "error"):
-            break
-        time.sleep(0.02)
-    assert seen[-1] == "completed"
+    assert wait_for(client, headers, job_id, timeout=30)["status"] == "completed"
+    assert steps == ["trimming", "waiting", "transcribing", "waiting_for_proofreading",
+                     "proofreading", "converting", "completed"]  # an upload has no uploading
     assert probe_audio(received[0]).duration == pytest.approx(7.5, abs=0.1)
 
 

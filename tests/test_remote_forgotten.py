@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from database import db
+from fake_fixtures import WHISPER_TEST_KEY, served
 from fakes import FakeWhisperService
 from models import JobChunk
 from test_pipeline import (lease_released, pipeline_config, setup, talk, upload,  # noqa: F401
@@ -33,12 +34,7 @@ class ForgetfulWhisper(FakeWhisperService):
 
 @pytest.fixture
 def fake_whisper():
-    fake = ForgetfulWhisper(api_key="whisper-test-key")
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from served(ForgetfulWhisper(api_key=WHISPER_TEST_KEY))
 
 
 FORGET_FAST = dict(TRANSCRIBE_FORGOTTEN_FACTOR=0.0, TRANSCRIBE_FORGOTTEN_MARGIN_SECONDS=0.5)
