@@ -97,10 +97,12 @@ def translate_message(text: str | None) -> str | None:
     the catalog does not know it."""
     if not text or not has_request_context():
         return text
-    language = str(get_locale() or DEFAULT_LANGUAGE)
-    if language == DEFAULT_LANGUAGE:
-        return text
-    return _catalog(language, get_translations()).translate(text)
+    catalog = g.get("ezra_catalog")
+    if catalog is None:  # once per request: a job list translates many rows
+        language = str(get_locale() or DEFAULT_LANGUAGE)
+        catalog = g.ezra_catalog = (False if language == DEFAULT_LANGUAGE
+                                    else _catalog(language, get_translations()))
+    return catalog.translate(text) if catalog else text
 
 
 class _Catalog:

@@ -467,7 +467,8 @@ def operations() -> dict[str, dict]:
             description="Keys the service reads are checked: transcribing_allowed and "
                         "proofreading_enabled take \"true\"/\"false\", the active prompt keys "
                         "an existing prompt id, proofread_model a model name, "
-                        "transcribe_language a Whisper language code (empty: detect).",
+                        "transcribe_language a Whisper language code (empty: detect), "
+                        "default_language en or id (messages without Accept-Language).",
             body=obj({
                 "setting_key": string(minLength=1, maxLength=MAX_SETTING_KEY),
                 "setting_value": nullable_text(MAX_SETTING_VALUE),
@@ -619,7 +620,9 @@ def build_spec(app: Flask) -> dict:
                     "Turns a talk into a clean document: submit a YouTube or Google Drive "
                     "link or a file, follow the job, download TXT, Markdown or Word. "
                     "Every error is JSON `{\"error\": \"...\"}` (a failed login keeps "
-                    "`{\"msg\": \"...\"}`). Generated from the registered routes."),
+                    "`{\"msg\": \"...\"}`), in English or Indonesian: the best of "
+                    "Accept-Language among en/id, else the admin setting default_language. "
+                    "Generated from the registered routes."),
             },
             "tags": [{"name": "auth", "description": "Sign-in and tokens"},
                      {"name": "user", "description": "The signed-in user's jobs"},
