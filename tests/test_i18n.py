@@ -107,6 +107,28 @@ def test_errors_follow_accept_language_and_english_stays_byte_identical(client, 
         "error": "Not found: no route GET /no-such-route"}
 
 
+@pytest.mark.parametrize("method, path, kwargs, status, body", [
+    ("get", "/transcriptions", {}, 401,
+     b'{"error":"Sign in first: send \'Authorization: Bearer <access_token>\'"}\n'),
+    ("get", "/transcriptions", {"headers": {"Authorization": "Bearer nope"}}, 401,
+     b'{"error":"The access token is invalid; please sign in again"}\n'),
+    ("put", "/login", {}, 405, b'{"error":"Method PUT is not allowed here; use POST"}\n'),
+    ("post", "/login", {"data": "not json", "content_type": "application/json"}, 400,
+     b'{"error":"The request body is not valid JSON"}\n'),
+    ("post", "/login", {"json": [1]}, 400, b'{"error":"The request body must be a JSON object"}\n'),
+], ids=["no-token", "bad-token", "405", "bad-json", "not-object"])
+def test_english_answers_are_the_contracts_bytes_and_indonesian_differs(
+        client, method, path, kwargs, status, body):
+    headers = kwargs.pop("headers", {})
+    for language in (None, "en", "en-US,en;q=0.9,id;q=0.8"):
+        extra = {"Accept-Language": language} if language else {}
+        response = getattr(client, method)(path, headers=headers | extra, **kwargs)
+        assert (response.status_code, response.data) == (status, body)
+    indonesian = getattr(client, method)(path, headers=headers | ID, **kwargs)
+    assert indonesian.status_code == status
+    assert indonesian.data != body and set(indonesian.get_json()) == {"error"}
+
+
 def test_login_401_msg_in_the_readers_language(client, user):
     wrong = {"username": user.username, "password": "wrong password here"}
     english = client.post("/login", json=wrong)
