@@ -1,8 +1,9 @@
 """Messages in the reader's language: English (the msgids, kept byte for byte) or Indonesian.
 
 Messages stay English in the code. They are translated at the edge: the JSON error answer
-(`errors.error_response`), login's `msg`, and the stored `error_message` / `proofread_note` of a
-job when it is rendered (so old rows follow the reader too). The catalog is gettext
+(`errors.error_response`), login's `msg`, a success answer's `message` (after_request), and the
+stored `error_message` / `proofread_note` of a job when it is rendered (so old rows follow the
+reader too). The catalog is gettext
 (`translations/id/LC_MESSAGES/messages.po`, compiled to the committed `.mo`); a message built
 with values has a msgid with named placeholders (`The link is longer than {limit} characters`),
 matched as a pattern when the exact lookup misses. `scripts/i18n_messages.py` lists the messages
@@ -46,6 +47,22 @@ def init_app(app: Flask) -> None:
     def _settings_changed(response):
         if request.endpoint in _SETTINGS_WRITES and response.status_code < 400:
             forget_default_language()
+        return response
+
+    @app.after_request
+    def _translate_success_message(response):
+        # A success answer's `message` ("Setting created"): errors are translated where they
+        # are made (errors.error_response). English answers are left as they are, byte for byte.
+        if response.status_code >= 400 or not response.is_json or response.direct_passthrough:
+            return response
+        data = response.get_data()
+        if b'"message":' not in data:
+            return response
+        body = response.get_json(silent=True)
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            translated = translate_message(body["message"])
+            if translated != body["message"]:
+                response.set_data(app.json.response(body | {"message": translated}).get_data())
         return response
 
 

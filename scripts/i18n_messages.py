@@ -5,8 +5,8 @@
     python scripts/i18n_messages.py compile   # messages.po -> messages.mo (committed)
 
 A message is the text given to what shows it: the error types (APIError, error_response, the
-ServiceError and DomainError kinds, LinkError, the pipeline's StepFailure), login's `msg`, and
-what is written to a job's `error_message` / `proofread_note`. The text is followed through
+ServiceError and DomainError kinds, LinkError, the pipeline's StepFailure), login's `msg`, a
+success answer's `message`, and what is written to a job's `error_message` / `proofread_note`. The text is followed through
 local variables, module constants, tables a loop returns from, `{...}.get()` and the return
 values of helper functions; an f-string's values become `{name}` placeholders. Text that cannot
 be followed (`str(exc)`) comes from another such sink, where it is collected.
@@ -234,6 +234,12 @@ class MessageScanner:
                 values += [k.value for k in node.keywords if k.arg == "message"]
             if name not in NOT_SHOWN_CALLS:
                 values += [k.value for k in node.keywords if k.arg in MESSAGE_FIELDS]
+            if name == "jsonify":  # a success answer's `message`, as keyword or dict entry
+                values += [k.value for k in node.keywords if k.arg == "message"]
+                values += [value for arg in node.args for d in ast.walk(arg)
+                           if isinstance(d, ast.Dict)
+                           for key, value in zip(d.keys, d.values)
+                           if isinstance(key, ast.Constant) and key.value == "message"]
         elif isinstance(node, ast.Assign):
             values += [node.value for t in node.targets
                        if isinstance(t, ast.Attribute) and t.attr in MESSAGE_FIELDS]

@@ -49,6 +49,7 @@ def test_the_scan_follows_messages_through_helpers_tables_and_f_strings():
             "The file is {human_size}; the limit is {human_size_2}",  # one name twice
             "Not found",  # the HTTP table
             "The Google Drive file is empty",  # a helper's parameter, given by its callers
+            "Setting {setting_key} deleted",  # a success answer's `message`
     ):
         assert expected in messages, expected
 
@@ -149,6 +150,7 @@ def test_default_language_setting_applies_without_a_header(client, admin_headers
     created = client.post("/admin/settings", headers=admin_headers,
                           json={"setting_key": "default_language", "setting_value": "id"})
     assert created.status_code == 201
+    assert created.get_json()["message"] == "Setting created"  # answered before it applied
     assert submit(client, user_headers, drive_link=PLAYLIST).get_json()["error"].startswith(
         "Tautan ini adalah playlist")
     # A word the code puts into a sentence is translated too ("User" -> "Pengguna").
@@ -159,8 +161,12 @@ def test_default_language_setting_applies_without_a_header(client, admin_headers
                   drive_link=PLAYLIST).get_json()["error"].startswith("The link names a playlist")
 
     setting_id = created.get_json()["id"]
-    assert client.put(f"/admin/settings/{setting_id}", headers=admin_headers,
-                      json={"setting_value": "en"}).status_code == 200
+    # A success answer's `message` too.
+    updated = client.put(f"/admin/settings/{setting_id}", headers=admin_headers,
+                         json={"setting_value": "en", "description": "Bahasa pesan"})
+    assert updated.status_code == 200
+    assert updated.get_json()["message"] == "Pengaturan diperbarui"
+    assert updated.get_json()["setting_value"] == "en"
     assert submit(client, user_headers, drive_link=PLAYLIST).get_json()["error"].startswith(
         "The link names a playlist")
 
