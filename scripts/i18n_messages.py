@@ -14,6 +14,7 @@ be followed (`str(exc)`) comes from another such sink, where it is collected.
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import sys
 from collections import defaultdict
@@ -256,6 +257,7 @@ def source_files() -> list[Path]:
     return sorted(p for p in ROOT.glob("*.py") if p.name not in {"openapi.py"})
 
 
+@functools.cache  # one scan per process (the tests ask twice)
 def code_messages() -> dict[str, list[str]]:
     return MessageScanner(source_files()).messages()
 
