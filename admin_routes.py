@@ -323,7 +323,8 @@ def _setting_value(data: dict, key: str, required: bool) -> str | None:
     description="Keys the service reads are checked: transcribing_allowed and "
                 "proofreading_enabled take \"true\"/\"false\", the active prompt keys "
                 "an existing prompt id, proofread_model a model name, "
-                "transcribe_language a Whisper language code (empty: detect).",
+                "transcribe_language a Whisper language code (empty: detect), "
+                "default_language en or id (messages without Accept-Language).",
     body=obj({
         "setting_key": string(minLength=1, maxLength=MAX_SETTING_KEY),
         "setting_value": _nullable_text(MAX_SETTING_VALUE),

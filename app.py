@@ -15,6 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import accounts
 import body_limits
+import i18n
 import jobs
 import ops_routes
 import pipeline  # noqa: F401 (registers the job handler)
@@ -60,6 +61,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
     init_jwt(app)
     register_error_handlers(app)
+    i18n.init_app(app)
     body_limits.init_app(app)
     security_headers.init_app(app)
     jobs.init_app(app)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 import login_throttle
 from auth import revoke, token_claims
 from errors import APIError
+from i18n import translate_message
 from limits import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH
 from database import db
 from models import User
@@ -26,7 +27,7 @@ bp = Blueprint("auth", __name__)
 
 def _bad_credentials():
     # The contract keeps Flask-JWT-Extended's original shape for this one answer.
-    return jsonify(msg="Bad username or password"), 401
+    return jsonify(msg=translate_message("Bad username or password")), 401
 
 
 @bp.post("/login")

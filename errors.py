@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, request
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
@@ -60,7 +60,9 @@ _DOMAIN_STATUS = ((InvalidInput, 400), (Conflict, 409), (StorageUnavailable, 507
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None):
-    response = jsonify(error=message)
+    """The contract's `{"error": message}`, in the reader's language (i18n.py)."""
+    from i18n import translate_message
+    response = jsonify(error=translate_message(message))
     response.status_code = status
     for key, value in (headers or {}).items():
         response.headers[key] = value
@@ -113,6 +115,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(SQLAlchemyError)
     def handle_database_error(exc: SQLAlchemyError):
         db.session.rollback()
+        g.ezra_database_trouble = True  # the message's language is not read from it now
         if _is_disconnect(exc):
             log.warning("database unavailable: %s", exc.__class__.__name__)
             return error_response(503, "The database is unavailable; try again in a moment",

@@ -450,7 +450,9 @@ def build_spec(app: Flask) -> dict:
                     "Turns a talk into a clean document: submit a YouTube or Google Drive "
                     "link or a file, follow the job, download TXT, Markdown or Word. "
                     "Every error is JSON `{\"error\": \"...\"}` (a failed login keeps "
-                    "`{\"msg\": \"...\"}`). Generated from the registered routes."),
+                    "`{\"msg\": \"...\"}`), in English or Indonesian: the best of "
+                    "Accept-Language among en/id, else the admin setting default_language. "
+                    "Generated from the registered routes."),
             },
             "tags": [{"name": "auth", "description": "Sign-in and tokens"},
                      {"name": "user", "description": "The signed-in user's jobs"},

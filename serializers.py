@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, exists, select
 
+from i18n import translate_message
 from pandoc_service import safe_download_name
 from models import (DOCUMENT_KINDS, Document, ErrorLog, JobStatus, SystemSetting, Transcription, User,
                     as_utc)
@@ -100,8 +101,8 @@ def user_transcription(row: Any) -> dict[str, Any]:
         "google_drive_url": row.google_drive_url,
         "start_seconds": row.start_seconds,
         "end_seconds": row.end_seconds,
-        "error_message": row.error_message,
-        "proofread_note": row.proofread_note,
+        "error_message": translate_message(row.error_message),
+        "proofread_note": translate_message(row.proofread_note),
         "progress": progress(row),
     }
 
@@ -130,7 +131,7 @@ def admin_transcription(row: Any) -> dict[str, Any]:
         "md_document_path": document_link(row, "md"),
         "word_document_path": document_link(row, "docx"),
         "status": row.status,
-        "error_message": row.error_message,
+        "error_message": translate_message(row.error_message),
         "progress": progress(row),
         "engine": row.engine,
         "transcribe_prompt": row.transcribe_prompt,

@@ -6,6 +6,7 @@ import re
 from sqlalchemy import select
 
 from database import db
+from i18n import LANGUAGES, SETTING_DEFAULT_LANGUAGE
 from languages import WHISPER_LANGUAGES, normalize_language, unknown_language_hint
 from limits import MAX_INT_ID
 from scratch import MAX_RETENTION_HOURS, SETTING_SCRATCH_RETENTION_HOURS, parse_retention_hours
@@ -78,6 +79,8 @@ def validate_setting_value(key: str, value: str | None) -> str | None:
         return f"'{key}' must be a whole number of hours from 0 to {MAX_RETENTION_HOURS}"
     if key == SETTING_PROOFREAD_MODEL and not (value or "").strip():
         return f"'{key}' must name a model"
+    if key == SETTING_DEFAULT_LANGUAGE and value not in LANGUAGES:
+        return f"'{key}' must be \"en\" (English) or \"id\" (Indonesian)"
     if key == SETTING_TRANSCRIBE_LANGUAGE:
         language = normalize_language(value)
         if language is not None and language not in WHISPER_LANGUAGES:
