@@ -394,11 +394,69 @@ def test_local_engine_hands_prompt_and_language_to_whisper(tmp_path, monkeypatch
                                 1200, vad=True)
     transcript = engine.transcribe(EngineJob(job_id="j", audio=EN_SHORT, work_dir=tmp_path,
                                              prompt="Names: Ezra", store=store, language="id"))
-    assert calls == [{"language": "id", "initial_prompt": "Names: Ezra", "vad_filter": True}]
+    assert calls == [{"language": "id", "initial_prompt": "Names: Ezra", "vad_filter": True,
+                      "beam_size": local_whisper.BEAM_SIZE, "best_of": local_whisper.BEST_OF}]
     assert transcript.text == "Good morning." and transcript.segments == [(0.5, 2.0, "Good morning.")]
     assert store.progressed[-1] == (6, 6)  # audio seconds
     assert json.loads(store.chunks[0]) == {"text": "Good morning.",
                                           "segments": [[0.5, 2.0, "Good morning."]]}
+
+
+def test_a_detected_language_is_detected_once_and_kept_on_resume(tmp_path, monkeypatch):
+    """Without a language, Whisper detects it on the first chunk with words (an extra pass);
+    the later chunks, and a resumed job's, are told that language instead of detecting it
+    again. A chunk without words decides nothing."""
+    import local_whisper
+    from transcription_service import EngineJob, LocalWhisperEngine
+    calls = []
+
+    class Segment:
+        def __init__(self, start, end, text):
+            self.start, self.end, self.text = start, end, text
+
+    class Info:
+        def __init__(self, language):
+            self.language = language
+
+    class RecordingModel:
+        def transcribe(self, path, **options):
+            calls.append(options["language"])
+            words = [] if len(calls) == 1 else [Segment(0.1, 1.0, " Hello.")]  # chunk 0: none
+            return iter(words), Info(options["language"] or "id")
+
+    monkeypatch.setattr(local_whisper, "load_model", lambda choice: RecordingModel())
+    talk = tmp_path / "talk.flac"  # three seconds of tone, silence between: chunks of ~2 s
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=440:duration=1.5", "-f", "lavfi", "-i",
+                    "anullsrc=r=16000:cl=mono:d=1", "-filter_complex",
+                    "[0][1][0][1][0]concat=n=5:v=0:a=1", "-ar", "16000", "-ac", "1", str(talk)],
+                   check=True)
+    engine = LocalWhisperEngine(local_whisper.ModelChoice("", "cpu", "int8", 1, 1, tmp_path),
+                                2, vad=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    store = MemoryStore()
+    engine.transcribe(EngineJob(job_id="j", audio=talk, work_dir=work, prompt=None,
+                                store=store, language=None))
+    chunks = len(store.chunks)
+    assert chunks >= 3
+    assert calls == [None, None] + ["id"] * (chunks - 2)  # detected again after no words
+    assert [json.loads(store.chunks[i]).get("detected_language") for i in range(chunks)] == \
+        [None] + ["id"] * (chunks - 1)
+
+    calls.clear()
+    resumed = MemoryStore()  # killed after chunk 1: the rest is told its language
+    resumed.chunks = {i: store.chunks[i] for i in (0, 1)}
+    engine.transcribe(EngineJob(job_id="j", audio=talk, work_dir=work, prompt=None,
+                                store=resumed, language=None))
+    assert calls == ["id"] * (chunks - 2)
+
+    calls.clear()
+    named = MemoryStore()  # a job that names its language stores no detection
+    engine.transcribe(EngineJob(job_id="j", audio=talk, work_dir=work, prompt=None,
+                                store=named, language="en"))
+    assert calls == ["en"] * chunks
+    assert not any("detected_language" in json.loads(c) for c in named.chunks.values())
 
 
 # The OpenAI-compatible engine: language, prompt and timestamps ------------------------------
