@@ -194,7 +194,12 @@ def model_choice(config: dict[str, Any]) -> ModelChoice:
     device = config["LOCAL_WHISPER_DEVICE"]
     compute_type = config["LOCAL_WHISPER_COMPUTE_TYPE"] or (
         "float16" if device == "cuda" else "int8")
-    threads = config["LOCAL_WHISPER_THREADS"] or (os.cpu_count() or 1)
+    # Unset: the cores shared out between the process's runner slots. One job with both of
+    # 2 cores is no faster than with one (the decoder's steps are too small to split: 5.1x vs
+    # 5.6x real time on the bench, more CPU seconds), and two jobs at 2 threads each would
+    # fight over the cores.
+    threads = config["LOCAL_WHISPER_THREADS"] or max(
+        1, (os.cpu_count() or 1) // max(1, config["EXECUTOR_MAX_WORKERS"]))
     return ModelChoice(setting=config["LOCAL_WHISPER_MODEL"] or "", device=device,
                        compute_type=compute_type, threads=threads,
                        workers=config["EXECUTOR_MAX_WORKERS"],

@@ -133,6 +133,18 @@ def test_a_corrupt_model_directory_is_a_clear_error(tmp_path):
         raised.value)
 
 
+def test_unset_threads_share_the_cores_between_runner_slots(monkeypatch, tmp_path):
+    import local_whisper
+    monkeypatch.setattr(local_whisper.os, "cpu_count", lambda: 8)
+    config = {"LOCAL_WHISPER_MODEL": "", "LOCAL_WHISPER_DEVICE": "cpu",
+              "LOCAL_WHISPER_COMPUTE_TYPE": "", "LOCAL_WHISPER_THREADS": 0,
+              "LOCAL_WHISPER_CACHE_DIR": str(tmp_path), "EXECUTOR_MAX_WORKERS": 2}
+    assert local_whisper.model_choice(config).threads == 4
+    assert local_whisper.model_choice(config | {"EXECUTOR_MAX_WORKERS": 16}).threads == 1
+    assert local_whisper.model_choice(config | {"EXECUTOR_MAX_WORKERS": 0}).threads == 8
+    assert local_whisper.model_choice(config | {"LOCAL_WHISPER_THREADS": 3}).threads == 3
+
+
 def test_the_language_list_is_whispers():
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 
