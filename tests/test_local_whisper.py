@@ -145,6 +145,26 @@ def test_unset_threads_share_the_cores_between_runner_slots(monkeypatch, tmp_pat
     assert local_whisper.model_choice(config | {"LOCAL_WHISPER_THREADS": 3}).threads == 3
 
 
+def test_large_blocks_are_mapped_unless_the_environment_says(monkeypatch):
+    """Loading the model fixes glibc's mmap threshold (memory flat with the audio's length,
+    bench/README.md); an operator's MALLOC_MMAP_THRESHOLD_ wins."""
+    import local_whisper
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, parameter, value):
+            calls.append((parameter, value))
+            return 1
+
+    monkeypatch.setattr(local_whisper.ctypes, "CDLL", lambda name: FakeLibc())
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    local_whisper._map_large_blocks()
+    assert calls == [(-3, 4 * 1024 * 1024)]
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    local_whisper._map_large_blocks()
+    assert len(calls) == 1
+
+
 def test_the_language_list_is_whispers():
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 
