@@ -116,7 +116,7 @@ _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     "LOCAL_WHISPER_MODEL": ("", lambda n, v: v.strip()),
     "LOCAL_WHISPER_DEVICE": ("cpu", lambda n, v: v.strip().lower()),
     "LOCAL_WHISPER_COMPUTE_TYPE": ("", lambda n, v: v.strip().lower()),  # "": int8 on cpu
-    "LOCAL_WHISPER_THREADS": (0, lambda n, v: _parse_int(n, v, 0)),  # 0: every core
+    "LOCAL_WHISPER_THREADS": (0, lambda n, v: _parse_int(n, v, 0)),  # 0: cores / runner slots
     "LOCAL_WHISPER_VAD": (True, _parse_bool),
     "LOCAL_WHISPER_BATCH_SIZE": (0, lambda n, v: _parse_int(n, v, 0)),  # 0: sequential
     "LOCAL_WHISPER_CACHE_DIR": (str(BASE_DIR / "instance" / "models"), lambda n, v: v.strip()),

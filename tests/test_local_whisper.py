@@ -133,6 +133,38 @@ def test_a_corrupt_model_directory_is_a_clear_error(tmp_path):
         raised.value)
 
 
+def test_unset_threads_share_the_cores_between_runner_slots(monkeypatch, tmp_path):
+    import local_whisper
+    monkeypatch.setattr(local_whisper.os, "cpu_count", lambda: 8)
+    config = {"LOCAL_WHISPER_MODEL": "", "LOCAL_WHISPER_DEVICE": "cpu",
+              "LOCAL_WHISPER_COMPUTE_TYPE": "", "LOCAL_WHISPER_THREADS": 0,
+              "LOCAL_WHISPER_CACHE_DIR": str(tmp_path), "EXECUTOR_MAX_WORKERS": 2}
+    assert local_whisper.model_choice(config).threads == 4
+    assert local_whisper.model_choice(config | {"EXECUTOR_MAX_WORKERS": 16}).threads == 1
+    assert local_whisper.model_choice(config | {"EXECUTOR_MAX_WORKERS": 0}).threads == 8
+    assert local_whisper.model_choice(config | {"LOCAL_WHISPER_THREADS": 3}).threads == 3
+
+
+def test_large_blocks_are_mapped_unless_the_environment_says(monkeypatch):
+    """Loading the model fixes glibc's mmap threshold (memory flat with the audio's length,
+    bench/README.md); an operator's MALLOC_MMAP_THRESHOLD_ wins."""
+    import local_whisper
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, parameter, value):
+            calls.append((parameter, value))
+            return 1
+
+    monkeypatch.setattr(local_whisper.ctypes, "CDLL", lambda name: FakeLibc())
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    local_whisper._map_large_blocks()
+    assert calls == [(-3, 4 * 1024 * 1024)]
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    local_whisper._map_large_blocks()
+    assert len(calls) == 1
+
+
 def test_the_language_list_is_whispers():
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 
@@ -396,11 +428,69 @@ def test_local_engine_hands_prompt_and_language_to_whisper(tmp_path, monkeypatch
                                 1200, vad=True)
     transcript = engine.transcribe(EngineJob(job_id="j", audio=EN_SHORT, work_dir=tmp_path,
                                              prompt="Names: Ezra", store=store, language="id"))
-    assert calls == [{"language": "id", "initial_prompt": "Names: Ezra", "vad_filter": True}]
+    assert calls == [{"language": "id", "initial_prompt": "Names: Ezra", "vad_filter": True,
+                      "beam_size": local_whisper.BEAM_SIZE, "best_of": local_whisper.BEST_OF}]
     assert transcript.text == "Good morning." and transcript.segments == [(0.5, 2.0, "Good morning.")]
     assert store.progressed[-1] == (6, 6)  # audio seconds
     assert json.loads(store.chunks[0]) == {"text": "Good morning.",
                                           "segments": [[0.5, 2.0, "Good morning."]]}
+
+
+def test_a_detected_language_is_detected_once_and_kept_on_resume(tmp_path, monkeypatch):
+    """Without a language, Whisper detects it on the first chunk with words (an extra pass);
+    the later chunks, and a resumed job's, are told that language instead of detecting it
+    again. A chunk without words decides nothing."""
+    import local_whisper
+    from transcription_service import EngineJob, LocalWhisperEngine
+    calls = []
+
+    class Segment:
+        def __init__(self, start, end, text):
+            self.start, self.end, self.text = start, end, text
+
+    class Info:
+        def __init__(self, language):
+            self.language = language
+
+    class RecordingModel:
+        def transcribe(self, path, **options):
+            calls.append(options["language"])
+            words = [] if len(calls) == 1 else [Segment(0.1, 1.0, " Hello.")]  # chunk 0: none
+            return iter(words), Info(options["language"] or "id")
+
+    monkeypatch.setattr(local_whisper, "load_model", lambda choice: RecordingModel())
+    talk = tmp_path / "talk.flac"  # three seconds of tone, silence between: chunks of ~2 s
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=440:duration=1.5", "-f", "lavfi", "-i",
+                    "anullsrc=r=16000:cl=mono:d=1", "-filter_complex",
+                    "[0][1][0][1][0]concat=n=5:v=0:a=1", "-ar", "16000", "-ac", "1", str(talk)],
+                   check=True)
+    engine = LocalWhisperEngine(local_whisper.ModelChoice("", "cpu", "int8", 1, 1, tmp_path),
+                                2, vad=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    store = MemoryStore()
+    engine.transcribe(EngineJob(job_id="j", audio=talk, work_dir=work, prompt=None,
+                                store=store, language=None))
+    chunks = len(store.chunks)
+    assert chunks >= 3
+    assert calls == [None, None] + ["id"] * (chunks - 2)  # detected again after no words
+    assert [json.loads(store.chunks[i]).get("detected_language") for i in range(chunks)] == \
+        [None] + ["id"] * (chunks - 1)
+
+    calls.clear()
+    resumed = MemoryStore()  # killed after chunk 1: the rest is told its language
+    resumed.chunks = {i: store.chunks[i] for i in (0, 1)}
+    engine.transcribe(EngineJob(job_id="j", audio=talk, work_dir=work, prompt=None,
+                                store=resumed, language=None))
+    assert calls == ["id"] * (chunks - 2)
+
+    calls.clear()
+    named = MemoryStore()  # a job that names its language stores no detection
+    engine.transcribe(EngineJob(job_id="j", audio=talk, work_dir=work, prompt=None,
+                                store=named, language="en"))
+    assert calls == ["en"] * chunks
+    assert not any("detected_language" in json.loads(c) for c in named.chunks.values())
 
 
 # The OpenAI-compatible engine: language, prompt and timestamps ------------------------------
