@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from errors import ServiceError
+
 
 log = logging.getLogger("ezra.local_whisper")
 
@@ -49,7 +51,8 @@ SAMPLING_SEED = 0  # see transcribe_file
 BEAM_SIZE = 5
 BEST_OF = 5
 
-class ModelError(Exception):
+
+class ModelError(ServiceError):
     """The local model cannot be used; the message names the file or what to install."""
 
 

@@ -28,7 +28,8 @@ MO_FILE = PO_FILE.with_suffix(".mo")
 MESSAGE_CALLS = {"APIError": 1, "error_response": 1, "StepFailure": 1, "ServiceError": 0,
                  "AudioError": 0, "FetchError": 0, "PandocError": 0, "ProofreadError": 0,
                  "TranscriptionError": 0, "DomainError": 0, "InvalidInput": 0, "Conflict": 0,
-                 "StorageUnavailable": 0, "LinkError": 0}
+                 "StorageUnavailable": 0, "LinkError": 0,
+                 "WebhookURLError": 0, "ModelError": 0}
 # Keywords (any call but the error log's row) and attributes that hold a shown message.
 MESSAGE_FIELDS = {"error_message", "proofread_note", "msg"}
 NOT_SHOWN_CALLS = {"ErrorLog"}  # the admins' diagnostic log keeps upstream text as it came
