@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Hashable
 
 from flask import Flask, current_app, g, has_request_context, request
+import flask_jwt_extended.view_decorators
 from flask_jwt_extended import JWTManager
 
 from database import db
@@ -15,7 +17,53 @@ from sqlalchemy import Select, bindparam, delete, exists, select
 
 from models import RevokedToken, User, utcnow
 
-jwt = JWTManager()
+
+class _VerifiedTokenCache(JWTManager):
+    """Remembers tokens already verified, so a token's signature and claims are checked once
+    per process, not on every request. PyJWT parsed a token six times per request (Flask-JWT-
+    Extended decodes it unverified for its key loader, then verified, then reads its header
+    again): a fifth of a download's CPU. On a hit only the expiry is checked again;
+    revocation, the user and its token_version are still read from the database on every
+    request (`_is_revoked`), so a logout, a demotion or a password reset applies to the very
+    next request."""
+
+    def _decode_jwt_from_config(self, encoded_token: str, csrf_value=None,
+                                allow_expired: bool = False) -> dict:
+        if csrf_value is not None or allow_expired:
+            return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+        cache = _verified_tokens()
+        hit = cache.get(encoded_token)
+        if hit is not None and hit[0]["exp"] > time.time() - _leeway():
+            return dict(hit[0])  # a copy: callers may keep or change theirs
+        decoded = super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+        if isinstance(decoded.get("exp"), (int, float)):
+            if len(cache) >= VERIFIED_TOKEN_CACHE_SIZE:
+                cache.clear()  # bounded; the tokens in use are verified again once
+            cache[encoded_token] = (dict(decoded), _unverified_headers(encoded_token))
+        return decoded
+
+
+def _verified_tokens() -> dict:
+    return current_app.extensions.setdefault("ezra_verified_tokens", {})  # per app: its key
+
+
+def _leeway() -> float:
+    leeway = current_app.config.get("JWT_DECODE_LEEWAY", 0)
+    return leeway.total_seconds() if isinstance(leeway, timedelta) else leeway
+
+
+_unverified_headers = flask_jwt_extended.view_decorators.get_unverified_jwt_headers
+
+
+def _cached_headers(encoded_token: str) -> dict:
+    """The header of a token (read after each check): from the cache when it was verified."""
+    hit = _verified_tokens().get(encoded_token)
+    return dict(hit[1]) if hit is not None else _unverified_headers(encoded_token)
+
+
+flask_jwt_extended.view_decorators.get_unverified_jwt_headers = _cached_headers
+VERIFIED_TOKEN_CACHE_SIZE = 4096
+jwt = _VerifiedTokenCache()
 
 
 def init_jwt(app: Flask) -> None:
