@@ -21,7 +21,7 @@ from models import (SETTING_ACTIVE_PROOFREAD_PROMPT, SETTING_ACTIVE_TRANSCRIBE_P
 from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
 from pipeline import REFERENCE_DOCX_ASSET
 from password import hash_password
-from serializers import (ERROR_LOG_PAGE, admin_transcription, error_log, prompt, setting,
+from serializers import (ERROR_LOG_PAGE, admin_transcription, error_logs, prompt, setting,
                          transcription_page, user_summary)
 from storage import remove_job_files, remove_legacy_documents
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
@@ -179,8 +179,8 @@ def admin_download_named(file_type: str, transcription_id: str, file_name: str):
 @bp.get("/logs")
 def list_logs():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
-    logs = db.session.execute(ERROR_LOG_PAGE, {"limit": limit, "offset": offset})
-    return jsonify([error_log(log) for log in logs])
+    return jsonify(error_logs(db.session.execute(ERROR_LOG_PAGE, {"limit": limit,
+                                                                  "offset": offset})))
 
 
 _COUNTS = select(*[select(func.count()).select_from(model.__table__).scalar_subquery()
