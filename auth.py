@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Hashable
 
-from flask import Flask, current_app, g, has_request_context, request
 import flask_jwt_extended.view_decorators
+from flask import Flask, current_app, g, has_request_context, request
 from flask_jwt_extended import JWTManager
 
 from database import db
@@ -20,12 +20,12 @@ from models import RevokedToken, User, utcnow
 
 class _VerifiedTokenCache(JWTManager):
     """Remembers tokens already verified, so a token's signature and claims are checked once
-    per process, not on every request. PyJWT parsed a token six times per request (Flask-JWT-
-    Extended decodes it unverified for its key loader, then verified, then reads its header
-    again): a fifth of a download's CPU. On a hit only the expiry is checked again;
-    revocation, the user and its token_version are still read from the database on every
-    request (`_is_revoked`), so a logout, a demotion or a password reset applies to the very
-    next request."""
+    per process, not on every request. PyJWT parsed a token four times per request (Flask-JWT-
+    Extended decodes it unverified for its key loader, reads its header, decodes it verified,
+    and reads its header again): a fifth of a download's CPU. On a hit only the expiry is
+    checked again; revocation, the user and its token_version are still read from the
+    database on every request (`_is_revoked`), so a logout, a demotion or a password reset
+    applies to the very next request."""
 
     def _decode_jwt_from_config(self, encoded_token: str, csrf_value=None,
                                 allow_expired: bool = False) -> dict:
