@@ -25,7 +25,7 @@ from models import (REFERENCE_DOCX_ASSET, SETTING_ACTIVE_PROOFREAD_PROMPT,
 from openapi import (DIGITS_ID, DOCX, INT_ID, array, attachment, boolean, documented,
                      json_response, null, obj, ref, string)
 from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
-from serializers import (ERROR_LOG_PAGE, admin_transcription, error_log, prompt, setting,
+from serializers import (ERROR_LOG_PAGE, admin_transcription, error_logs, prompt, setting,
                          transcription_page, user_summary)
 from storage import remove_job_files, remove_legacy_documents
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
@@ -197,8 +197,8 @@ def admin_download_named(file_type: str, transcription_id: str, file_name: str):
             response=json_response(array(ref("ErrorLog"))))
 def list_logs():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
-    logs = db.session.execute(ERROR_LOG_PAGE, {"limit": limit, "offset": offset})
-    return jsonify([error_log(log) for log in logs])
+    return jsonify(error_logs(db.session.execute(ERROR_LOG_PAGE, {"limit": limit,
+                                                                  "offset": offset})))
 
 
 _JOBS = Transcription.__table__.c

@@ -28,6 +28,7 @@ from database import db, migrate
 from errors import APIError, register_error_handlers
 from logging_setup import configure_logging, init_request_id
 from models import User
+from serializers import FastJSONProvider
 from storage import upload_tmp_dir
 
 log = logging.getLogger("ezra")
@@ -48,6 +49,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.request_class = EzraRequest
     app.config.update(load_config(test_config))
     app.config.setdefault("PIPELINE_ENABLED", True)
+    app.json = FastJSONProvider(app)
     app.json.sort_keys = False
     configure_logging(app.config["LOG_FORMAT"])
     init_request_id(app)  # first, so every later hook and log line has the id

@@ -15,6 +15,7 @@ from sqlalchemy import Select, bindparam, delete, exists, select
 
 from models import RevokedToken, User, utcnow
 
+
 jwt = JWTManager()
 
 

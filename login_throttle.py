@@ -20,7 +20,7 @@ import math
 from datetime import timedelta
 
 from flask import current_app, request
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, case, delete, null, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from database import db
@@ -46,40 +46,47 @@ def delay_seconds(failures: int, free: int, longest: int) -> int:
 
 def begin_attempt(username: str) -> None:
     """Count this attempt as a failure up front (a correct password clears it), or refuse
-    with 429 while the pair must wait."""
+    with 429 while the pair must wait.
+
+    One statement counts and locks the pair's row (an upsert that leaves a waiting pair as
+    it is and returns its state); the pair's wait is written by a second one only when this
+    attempt reaches `LOGIN_MAX_FAILURES_PER_ACCOUNT`. The caller commits (login reads the
+    user in the same transaction first), so the count is stored before the password is
+    checked and parallel guesses wait for the row lock and see it."""
     config = current_app.config
     key, now = _key(username), utcnow()
     table = LoginThrottle.__table__
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
-    db.session.execute(dialect.insert(table).values(key=key, failures=0, last_failure_at=now)
-                       .on_conflict_do_nothing(index_elements=[table.c.key]))
-    failures, last_failure, locked_until = db.session.execute(
-        select(table.c.failures, table.c.last_failure_at, table.c.locked_until)
-        .where(table.c.key == key).with_for_update()).one()
-    if locked_until is not None and as_utc(locked_until) > now:
+    waiting = and_(table.c.locked_until.is_not(None), table.c.locked_until > now)
+    forgotten = table.c.last_failure_at < now - timedelta(seconds=config["LOGIN_WINDOW_SECONDS"])
+    failures, locked_until = db.session.execute(
+        dialect.insert(table).values(key=key, failures=1, last_failure_at=now, locked_until=None)
+        .on_conflict_do_update(index_elements=[table.c.key], set_={
+            "failures": case((waiting, table.c.failures), (forgotten, 1),
+                             else_=table.c.failures + 1),
+            "last_failure_at": case((waiting, table.c.last_failure_at), else_=now),
+            "locked_until": case((waiting, table.c.locked_until), else_=null()),
+        }).returning(table.c.failures, table.c.locked_until)).one()
+    if locked_until is not None and as_utc(locked_until) > now:  # left as it was: waiting
         db.session.commit()
         wait = math.ceil((as_utc(locked_until) - now).total_seconds())
         raise APIError(429, f"Too many failed sign-ins; try again in {wait} second(s)",
                        {"Retry-After": str(wait)})
-    if as_utc(last_failure) < now - timedelta(seconds=config["LOGIN_WINDOW_SECONDS"]):
-        failures = 0
-    failures += 1
     wait = delay_seconds(failures, config["LOGIN_MAX_FAILURES_PER_ACCOUNT"],
                          config["LOGIN_LOCKOUT_SECONDS"])
-    db.session.execute(update(table).where(table.c.key == key).values(
-        failures=failures, last_failure_at=now,
-        locked_until=now + timedelta(seconds=wait) if wait else None))
-    db.session.commit()
+    if wait:
+        db.session.execute(update(table).where(table.c.key == key).values(
+            locked_until=now + timedelta(seconds=wait)))
 
 
 def record_success(username: str) -> None:
-    """A correct password clears its pair; rows idle for a day are dropped."""
+    """A correct password clears its pair; rows idle for a day are dropped (one statement;
+    the caller commits)."""
     now = utcnow()
-    db.session.execute(delete(LoginThrottle).where(LoginThrottle.key == _key(username)))
-    db.session.execute(delete(LoginThrottle).where(and_(
-        LoginThrottle.last_failure_at < now - timedelta(days=1),
-        or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now))))
-    db.session.commit()
+    db.session.execute(delete(LoginThrottle).where(or_(
+        LoginThrottle.key == _key(username),
+        and_(LoginThrottle.last_failure_at < now - timedelta(days=1),
+             or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now)))))
 
 
 def clear_account(username: str) -> None:

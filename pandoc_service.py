@@ -114,6 +114,7 @@ _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 1
                      *(f"LPT{i}" for i in range(1, 10))}
 
 
+@functools.lru_cache(maxsize=4096)  # every list row names three documents
 def _clean_stem(text: str) -> str:
     text = unicodedata.normalize("NFC", text)
     # Drop control (Cc), format (Cf: bidi overrides that disguise extensions, zero-width),

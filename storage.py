@@ -2,6 +2,7 @@
 title, so no input can point outside the storage folder."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import uuid
@@ -36,7 +37,7 @@ def legacy_document_path(recorded: str | None) -> Path | None:
     legacy files folder (relative paths were relative to the old app folder)."""
     if not recorded:
         return None
-    legacy_root = Path(current_app.config["LEGACY_FILES_DIR"]).resolve()
+    legacy_root = _resolved(current_app.config["LEGACY_FILES_DIR"])
     candidate = Path(recorded)
     if not candidate.is_absolute():
         candidate = legacy_root.parent / candidate
@@ -44,6 +45,12 @@ def legacy_document_path(recorded: str | None) -> Path | None:
     if not resolved.is_relative_to(legacy_root) or not resolved.is_file():
         return None
     return resolved
+
+
+@functools.lru_cache(maxsize=8)
+def _resolved(folder: str) -> Path:
+    """The configured folder, resolved once per process (a download read it every time)."""
+    return Path(folder).resolve()
 
 
 def remove_legacy_documents(*recorded: str | None) -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from datetime import date, datetime, timezone
 
 from argon2 import PasswordHasher
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.pool import NullPool
+
+from werkzeug.security import generate_password_hash
 
 from conftest import TEST_PASSWORD, bearer, login
 from database import db
@@ -200,3 +203,81 @@ def test_password_checks_run_at_most_argon2_max_concurrent_at_once(make_app, mon
         thread.join(timeout=30)
     assert results == [True] * 6
     assert peak <= 2
+
+
+class RoundTrips:
+    """What reaches the server per request, counted as bench/gunicorn_probe.py counts it:
+    statements, and COMMIT/ROLLBACK of an open transaction."""
+
+    def __init__(self, app):
+        with app.app_context():
+            self.engine = db.engine
+        self.count = 0
+        event.listen(self.engine, "before_cursor_execute", self._statement)
+        event.listen(self.engine, "commit", self._end)
+        event.listen(self.engine, "rollback", self._end)
+
+    def _statement(self, *_args):
+        self.count += 1
+
+    def _end(self, conn):
+        if conn.connection.dbapi_connection.get_transaction_status() != 0:  # not idle
+            self.count += 1
+
+    def take(self) -> int:
+        count, self.count = self.count, 0
+        return count
+
+    def close(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._statement)
+        event.remove(self.engine, "commit", self._end)
+        event.remove(self.engine, "rollback", self._end)
+
+
+def test_sign_in_round_trips_are_constant_per_outcome(app, client, make_user):
+    """The throttle's bookkeeping costs the same on every sign-in: a correct password 5
+    round trips (the earlier backend: 9), 6 on the one that re-hashes a password to a new
+    cost, a wrong one 3, a waiting pair 2."""
+    make_user("counted")
+    with app.app_context():
+        legacy = User(username="legacy-hash", is_admin=False,
+                      password_hash=generate_password_hash(TEST_PASSWORD, "pbkdf2:sha256:1000"))
+        db.session.add(legacy)
+        db.session.commit()
+    trips = RoundTrips(app)
+    try:
+        def sign_in(name, password=TEST_PASSWORD):
+            response = client.post("/login", json={"username": name, "password": password})
+            return response.status_code, trips.take()
+
+        assert [sign_in("counted") for _ in range(4)] == [(200, 5)] * 4
+        assert sign_in("legacy-hash") == (200, 6)  # re-hashed to Argon2id
+        assert sign_in("legacy-hash") == (200, 5)
+        limit = app.config["LOGIN_MAX_FAILURES_PER_ACCOUNT"]
+        wrong = [sign_in("counted", "wrong password") for _ in range(limit - 1)]
+        assert wrong == [(401, 3)] * (limit - 1)
+        assert sign_in("nobody-by-this-name") == (401, 3)  # unknown names cost the same
+        # The attempt that reaches the limit also writes the pair's wait; the next one waits.
+        assert sign_in("counted", "wrong password") == (401, 4)
+        assert sign_in("counted") == (429, 2)
+    finally:
+        trips.close()
+
+
+def test_json_answers_are_the_bytes_flask_gives(app):
+    """orjson encodes the answers; the bytes stay those of Flask's own encoder (non-ASCII
+    text escaped as before, integers past 64 bits through the standard library)."""
+    from flask.json.provider import DefaultJSONProvider
+    flask_json = DefaultJSONProvider(app)
+    flask_json.sort_keys = False
+    samples = [
+        [{"id": "a", "n": 1, "f": 2.5, "none": None, "ok": True, "nested": {"b": [1, 2]}}],
+        {"error": "Say \"hi\"\n\tback\\slash </script>", "z": 1, "a": 2},
+        {"name": "Été — 講演", "when": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)},
+        {"id": uuid.UUID(int=7), "big": 2**70, "date": date(2026, 1, 2)},
+        [],
+    ]
+    with app.test_request_context():
+        for sample in samples:
+            assert app.json.response(sample).get_data() == \
+                flask_json.response(sample).get_data(), sample
