@@ -121,7 +121,7 @@ def _human_size(size: float) -> str:
     return f"{int(size)} bytes"
 
 
-def _too_large(size: float | None, max_bytes: int) -> FetchError:
+def too_large(size: float | None, max_bytes: int) -> FetchError:
     if size is None:
         return FetchError(f"The file is larger than the limit of {_human_size(max_bytes)}")
     return FetchError(f"The file is {_human_size(size)}; the limit is {_human_size(max_bytes)}")
@@ -198,7 +198,7 @@ class _ByteLimit:
         if self.guard.poll_cancel():
             raise FetchError(CANCELLED_MESSAGE)
         if done > self.max_bytes or (total and total > self.max_bytes):
-            raise _too_large(total if total and total > self.max_bytes else None,
+            raise too_large(total if total and total > self.max_bytes else None,
                              self.max_bytes)
         if self.progress is not None:
             expected = total or estimate
@@ -214,7 +214,7 @@ def _keep(done: Path, final: Path, max_bytes: int, empty_message: str) -> int:
     size = done.stat().st_size
     if size == 0 or size > max_bytes:
         done.unlink(missing_ok=True)
-        raise _too_large(size, max_bytes) if size else FetchError(empty_message)
+        raise too_large(size, max_bytes) if size else FetchError(empty_message)
     os.replace(done, final)
     return size
 
@@ -305,7 +305,7 @@ def _check_limits(info: dict[str, Any], *, window: tuple[float, float | None] | 
         if size and window is not None and duration:
             size = size * length / duration  # the window's share of the whole
         if size and size > max_bytes:
-            raise _too_large(size, max_bytes)
+            raise too_large(size, max_bytes)
 
 
 def youtube_options(dest_dir: Path, *, start: float | None = None, end: float | None = None,
@@ -410,7 +410,7 @@ def youtube_error_message(text: str) -> str:
     return "Could not download the YouTube video"
 
 
-def _youtube_failure(exc: Exception, detail: str) -> FetchError | None:
+def youtube_failure(exc: Exception, detail: str) -> FetchError | None:
     import yt_dlp.utils
 
     if isinstance(exc, yt_dlp.utils.YoutubeDLError):
@@ -445,7 +445,7 @@ def fetch_youtube(url: str, dest_dir: Path, *, start: float | None, end: float |
                                  end=end, window=window, max_seconds=max_seconds,
                                  max_bytes=max_bytes, progress=progress)
     try:
-        info, downloaded = _guarded_download(dest_dir, staging, download, _youtube_failure,
+        info, downloaded = _guarded_download(dest_dir, staging, download, youtube_failure,
                                              allow_private=allow_private,
                                              timeout=SOCKET_TIMEOUT, cancel=cancel)
         path = dest_dir.resolve() / downloaded.name
@@ -517,7 +517,7 @@ class _CappedWriter:
 
     def write(self, data: bytes) -> int:
         if self.written + len(data) > self.max_bytes:
-            raise _too_large(None, self.max_bytes)
+            raise too_large(None, self.max_bytes)
         self.written += len(data)
         return self._raw.write(data)
 
@@ -535,7 +535,7 @@ def drive_error_message(text: str) -> str:
     return DRIVE_NOT_SHARED
 
 
-def _title_from_name(name: str | None) -> str | None:
+def title_from_name(name: str | None) -> str | None:
     if not name:
         return None
     stem = os.path.splitext(name)[0].strip() if not name.startswith(".") else name.strip()
@@ -554,30 +554,35 @@ def _disposition_name(header: str | None) -> str | None:
     return match.group(1).replace("/", "_").replace("\\", "_").strip() if match else None
 
 
-def _probe_plain(url: str, guard: EgressGuard, timeout: float) -> tuple[str, str | None]:
-    """For a base_url that is not Google's (tests, mirrors): gdown downloads such URLs as
-    plain files, so read the name and Drive's error pages here, the way gdown would.
-    Returns the URL to download and the file name."""
+def drive_file_headers(url: str, proxy: str, timeout: float
+                       ) -> tuple[str, str | None, int | None]:
+    """Follow Drive's confirmation pages the way gdown does and read only the headers of the
+    answer that carries the file: its URL, file name and announced size (None when not
+    given). gdown's parser raises FileURLRetrievalError for Drive's error pages. `proxy` (the
+    egress guard) is the only way out, no *_PROXY variables; an operator's CA bundle still
+    counts, as it does for gdown."""
     import requests
     from gdown.download import get_url_from_gdrive_confirmation
 
     with requests.Session() as session:
-        session.trust_env = False  # the guard is the only way out
-        session.proxies = {"http": guard.url, "https": guard.url}
+        session.trust_env = False
+        session.proxies = {"http": proxy, "https": proxy}
+        session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                          or True)
         for _ in range(3):
             with session.get(url, stream=True, timeout=timeout) as response:
                 response.raise_for_status()
                 disposition = response.headers.get("Content-Disposition")
                 if disposition or not response.headers.get("Content-Type", "").startswith(
                         "text/html"):
-                    return response.url, _disposition_name(disposition)
-                # An HTML page: Drive's virus-scan confirmation or an error page; gdown's
-                # parser raises FileURLRetrievalError for the latter.
+                    length = response.headers.get("Content-Length")
+                    return (response.url, _disposition_name(disposition),
+                            int(length) if length and length.isdigit() else None)
                 url = get_url_from_gdrive_confirmation(response.text)
     raise FetchError(DRIVE_NOT_SHARED, detail=f"no file after confirmations at {url}")
 
 
-def _drive_failure(exc: Exception, detail: str) -> FetchError | None:
+def drive_failure(exc: Exception, detail: str) -> FetchError | None:
     import gdown.exceptions
     import requests
 
@@ -603,7 +608,7 @@ def fetch_drive(file_id: str, dest_dir: Path, *, base_url: str = "https://drive.
     """Download one publicly shared Google Drive file to dest_dir/source.drive.
 
     gdown speaks Drive's protocol (confirmation pages, Docs export, error pages) only to
-    drive.google.com and docs.google.com; any other base_url is probed by `_probe_plain`.
+    drive.google.com and docs.google.com; any other base_url is probed by `drive_file_headers`.
     """
     if not _DRIVE_ID.fullmatch(file_id):
         raise FetchError("The Google Drive link does not name a file", detail=file_id)
@@ -613,7 +618,7 @@ def fetch_drive(file_id: str, dest_dir: Path, *, base_url: str = "https://drive.
     part, final = dest_dir / "source.part", dest_dir / "source.drive"
     download = functools.partial(_drive_download, url=url, part=part, max_bytes=max_bytes,
                                  timeout=timeout, progress=progress)
-    title = _guarded_download(dest_dir, part, download, _drive_failure,
+    title = _guarded_download(dest_dir, part, download, drive_failure,
                               allow_private=allow_private, timeout=timeout, cancel=cancel)
     size = _keep(part, final, max_bytes, "The Google Drive file is empty")
     return FetchResult(path=final, title=title, windowed=False, size=size)
@@ -630,10 +635,12 @@ def _drive_download(guard: EgressGuard, *, url: str, part: Path, max_bytes: int,
         # gdown hands a file object no name, so ask for it first; this also turns
         # "not shared" and quota pages into errors before any file exists.
         found = gdown.download(url=url, skip_download=True, **common)
-        title, download_url = _title_from_name(getattr(found, "path", None)), url
+        title, download_url = title_from_name(getattr(found, "path", None)), url
     else:
-        download_url, name = _probe_plain(url, guard, timeout)
-        title = _title_from_name(name)
+        # gdown downloads a base_url that is not Google's (tests, mirrors) as a plain file:
+        # read the name and Drive's error pages here, the way gdown would.
+        download_url, name, _size = drive_file_headers(url, guard.url, timeout)
+        title = title_from_name(name)
     with open(part, "wb") as raw:
         # gdown's total is the announced length: _ByteLimit refuses before the bytes arrive.
         gdown.download(url=download_url, output=cast(BinaryIO, _CappedWriter(raw, max_bytes)),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import tempfile
 import threading
 from concurrent.futures import Future
@@ -113,7 +112,7 @@ def probe_link(source: Source, *, start: float | None, end: float | None,
 def _youtube(url: str, *, start: float | None, end: float | None, timeout: float,
              cancel: threading.Event, config: dict[str, Any]) -> LinkMetadata | None:
     from egress import EgressGuard
-    from fetch_service import (SOCKET_TIMEOUT, FetchError, _youtube_failure, check_public_host,
+    from fetch_service import (SOCKET_TIMEOUT, FetchError, youtube_failure, check_public_host,
                                youtube_options)
 
     allow_private = config["ALLOW_PRIVATE_ADDRESSES"]
@@ -143,7 +142,7 @@ def _youtube(url: str, *, start: float | None, end: float | None, timeout: float
             # The limits fetch_youtube checks before downloading: live, length, window, size.
             options["match_filter"](info, incomplete=False)
         except Exception as exc:
-            failure = _youtube_failure(exc, guard)
+            failure = youtube_failure(exc, guard)
             if failure is None:
                 raise
             raise failure from exc
@@ -157,7 +156,8 @@ def _youtube(url: str, *, start: float | None, end: float | None, timeout: float
 def _drive(file_id: str, *, timeout: float, cancel: threading.Event,
            config: dict[str, Any]) -> LinkMetadata | None:
     from egress import EgressGuard
-    from fetch_service import (_drive_failure, _title_from_name, _too_large, check_public_host)
+    from fetch_service import (check_public_host, drive_failure, drive_file_headers,
+                               title_from_name, too_large)
 
     allow_private = config["ALLOW_PRIVATE_ADDRESSES"]
     max_bytes = config["MAX_DOWNLOAD_MB"] * 1024 * 1024
@@ -165,44 +165,15 @@ def _drive(file_id: str, *, timeout: float, cancel: threading.Event,
     check_public_host(url, allow_private=allow_private)
     with EgressGuard(allow_private=allow_private, timeout=timeout, cancel=cancel) as guard:
         try:
-            name, size = _drive_headers(url, guard.url, timeout)
+            _url, name, size = drive_file_headers(url, guard.url, timeout)
         except Exception as exc:
-            failure = _drive_failure(exc, guard)
+            failure = drive_failure(exc, guard)
             if failure is None:
                 raise
             raise failure from exc
     if size is not None and size > max_bytes:
-        raise _too_large(size, max_bytes)
-    return LinkMetadata(title=_title_from_name(name), duration=None, size=size, extension=None)
-
-
-def _drive_headers(url: str, proxy: str, timeout: float) -> tuple[str | None, int | None]:
-    """The file's name and announced size from the answer's headers, following Drive's
-    confirmation page the way gdown does (its parser raises for Drive's error pages); the
-    body of the file is never read. fetch_service._probe_plain walks the same way but keeps
-    no size; one helper returning both would serve the two once issue 11's split lands."""
-    import requests
-    from gdown.download import get_url_from_gdrive_confirmation
-
-    from fetch_service import DRIVE_NOT_SHARED, FetchError, _disposition_name
-
-    with requests.Session() as session:
-        session.trust_env = False  # the guard is the only way out (no *_PROXY variables)
-        session.proxies = {"http": proxy, "https": proxy}
-        # ...but an operator's CA bundle still counts, as it does for gdown.
-        session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                          or True)
-        for _ in range(3):
-            with session.get(url, stream=True, timeout=timeout) as response:
-                response.raise_for_status()
-                disposition = response.headers.get("Content-Disposition")
-                if disposition or not response.headers.get("Content-Type", "").startswith(
-                        "text/html"):
-                    length = response.headers.get("Content-Length")
-                    size = int(length) if length and length.isdigit() else None
-                    return _disposition_name(disposition), size
-                url = get_url_from_gdrive_confirmation(response.text)
-    raise FetchError(DRIVE_NOT_SHARED, detail=f"no file after confirmations at {url}")
+        raise too_large(size, max_bytes)
+    return LinkMetadata(title=title_from_name(name), duration=None, size=size, extension=None)
 
 
 def stored_names(metadata: LinkMetadata, source_kind: str) -> tuple[str, str] | None:
