@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 
 class Cancelled(Exception):
@@ -21,13 +21,25 @@ class ChunkStore(Protocol):
 
 
 def run_pending(count: int, work: Callable[[int], str], store: ChunkStore,
-                concurrency: int, name: str) -> list[str]:
+                concurrency: int, name: str,
+                sizes: Sequence[float] | None = None) -> list[str]:
     """Run `work(i)` for every index the store has not finished, `concurrency` at a time,
     saving each answer the moment it arrives (so a crash never pays for it twice).
+    Progress counts pieces, or the `sizes` of the finished ones (seconds of audio).
     Returns all `count` answers in index order."""
     results = dict(store.done())
     pending = [i for i in range(count) if i not in results]
-    store.progress(count - len(pending), count)
+    total = max(1, int(round(sum(sizes)))) if sizes is not None else count
+
+    def report() -> None:
+        if sizes is None:
+            store.progress(len(results), count)
+        elif len(results) >= count:
+            store.progress(total, total)
+        else:
+            store.progress(min(total, int(sum(sizes[i] for i in results if i < count))), total)
+
+    report()
     stop = threading.Event()
 
     def guarded(index: int) -> tuple[int, str]:
@@ -49,7 +61,7 @@ def run_pending(count: int, work: Callable[[int], str], store: ChunkStore,
                         index, text = future.result()
                         store.save(index, text)
                         results[index] = text
-                        store.progress(len(results), count)
+                        report()
                 if failed:
                     failed[0].result()
                 if store.should_stop():

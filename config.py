@@ -119,6 +119,8 @@ _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     "LOCAL_WHISPER_THREADS": (0, lambda n, v: _parse_int(n, v, 0)),  # 0: cores / runner slots
     "LOCAL_WHISPER_VAD": (True, _parse_bool),
     "LOCAL_WHISPER_BATCH_SIZE": (0, lambda n, v: _parse_int(n, v, 0)),  # 0: sequential
+    # chunks of one job transcribed at once (0: one); more is faster and takes more memory
+    "LOCAL_WHISPER_PARALLEL_CHUNKS": (0, lambda n, v: _parse_int(n, v, 0)),
     "LOCAL_WHISPER_CACHE_DIR": (str(BASE_DIR / "instance" / "models"), lambda n, v: v.strip()),
     # Proofreading
     "DEEPSEEK_BASE_URL": (None, lambda n, v: v.strip()),

@@ -360,20 +360,22 @@ class LocalWhisperEngine:
     """faster-whisper in this process: the model is loaded on the first job and shared.
 
     The audio is cut at silences into chunks of at most LOCAL_CHUNK_SECONDS (a minute),
-    transcribed one after another; each finished chunk's segments are stored at once, so a killed job resumes
-    at its last finished chunk. Progress counts audio seconds."""
+    `parallel` of them transcribed at once (the model's CTranslate2 workers, one core
+    each); each finished chunk's segments are stored at once, so a killed job resumes at its
+    finished chunks. Progress counts audio seconds."""
 
     name = "local"
 
     def __init__(self, choice: local_whisper.ModelChoice, chunk_seconds: int, vad: bool,
                  batch_size: int = 0, beam_size: int = local_whisper.BEAM_SIZE,
-                 best_of: int = local_whisper.BEST_OF):
+                 best_of: int = local_whisper.BEST_OF, parallel: int = 1):
         self.choice = choice
         self.beam_size = beam_size
         self.best_of = best_of
         self.chunk_seconds = chunk_seconds
         self.vad = vad
         self.batch_size = batch_size
+        self.parallel = max(1, parallel)
 
     def transcribe(self, job: EngineJob) -> Transcript:
         try:
@@ -382,28 +384,17 @@ class LocalWhisperEngine:
             raise TranscriptionError(str(exc)) from exc
         duration = require_audio(job.audio)
         plan = chunk_plan(duration, detect_silences(job.audio), self.chunk_seconds)
-        results = dict(job.store.done())
-        total = max(1, int(round(duration)))
+        sizes = [end - start for start, end in plan]
+        done = dict(job.store.done())
         # Detecting the language costs Whisper an extra pass over 30 s of audio; without a
         # language it would do so on every chunk (and could pick a different one for each).
         # The first chunk with words decides for the rest, and a resumed job keeps its choice.
         language = job.language or next(
-            (found for found in map(detected_language, results.values()) if found), None)
+            (found for found in map(detected_language, done.values()) if found), None)
 
-        def seconds_done(index: int, upto: float) -> int:
-            # finished chunks (some may be earlier ones re-done after a resume) plus this one
-            finished = sum(plan[i][1] - plan[i][0] for i in results if 0 <= i < len(plan))
-            return min(total, int(finished + max(0.0, upto - plan[index][0])))
-
-        for index, (start, end) in enumerate(plan):
-            if index in results:
-                continue
-            job.store.progress(seconds_done(index, start), total)
-
-            def on_segment(segment_end: float, index: int = index) -> None:
-                _check_stop(job.store)
-                job.store.progress(seconds_done(index, segment_end), total)
-
+        def transcribe_chunk(index: int) -> tuple[str, str | None]:
+            """One chunk's stored form, and the language Whisper used for it."""
+            start, end = plan[index]
             whole = len(plan) == 1
             piece = job.audio if whole else job.work_dir / f"chunk-{index:04d}{job.audio.suffix}"
             try:
@@ -412,7 +403,8 @@ class LocalWhisperEngine:
                 segments, used_language = local_whisper.transcribe_file(
                     model, piece, language=language, prompt=job.prompt, vad=self.vad,
                     offset=start, batch_size=self.batch_size, duration=end - start,
-                    beam_size=self.beam_size, best_of=self.best_of, on_segment=on_segment)
+                    beam_size=self.beam_size, best_of=self.best_of,
+                    on_segment=lambda _end: _check_stop(job.store))
             except (Cancelled, TranscriptionError):
                 raise
             except Exception as exc:  # a decoding failure inside faster-whisper or PyAV
@@ -421,14 +413,24 @@ class LocalWhisperEngine:
             finally:
                 if not whole:
                     piece.unlink(missing_ok=True)
-            if job.language is None and language is None and segments:
-                language = used_language  # detected on speech: kept for the later chunks
-            results[index] = chunk_result(" ".join(t for _, _, t in segments), segments,
-                                          language if job.language is None else None)
-            job.store.save(index, results[index])
+            detected = used_language if job.language is None and segments else None
+            return chunk_result(" ".join(t for _, _, t in segments), segments,
+                                detected or (language if job.language is None else None)), \
+                detected
+
+        # Until a chunk with words has told the language, chunks go one at a time.
+        while language is None:
+            pending = [i for i in range(len(plan)) if i not in done]
+            if not pending:
+                break
+            job.store.progress(int(sum(sizes[i] for i in done)), max(1, int(round(duration))))
+            stored, language = transcribe_chunk(pending[0])
+            job.store.save(pending[0], stored)
+            done[pending[0]] = stored
             _check_stop(job.store)
-        job.store.progress(total, total)
-        return join_chunks([results[i] for i in range(len(plan))])
+        results = run_pending(len(plan), lambda index: transcribe_chunk(index)[0], job.store,
+                              self.parallel, "whisper", sizes=sizes)
+        return join_chunks(results)
 
 
 def engine_from_config(config: dict[str, Any]) -> Engine:
@@ -456,4 +458,5 @@ def engine_from_config(config: dict[str, Any]) -> Engine:
                               min(config["TRANSCRIBE_CHUNK_SECONDS"],
                                   local_whisper.LOCAL_CHUNK_SECONDS),
                               config["LOCAL_WHISPER_VAD"],
-                              config["LOCAL_WHISPER_BATCH_SIZE"])
+                              config["LOCAL_WHISPER_BATCH_SIZE"],
+                              parallel=local_whisper.parallel_chunks(config))

@@ -83,7 +83,7 @@ def child(spec: dict) -> None:
     duration = require_audio(audio)
     choice = local_whisper.ModelChoice(
         setting="" if spec["model"] == "base" else tiny_en_dir(), device="cpu",
-        compute_type="int8", threads=spec["threads"], workers=1,
+        compute_type="int8", threads=spec["threads"], workers=spec.get("parallel", 1),
         cache_dir=Path(spec["cache_dir"]))
     started = time.monotonic()
     local_whisper.load_model(choice)
@@ -92,7 +92,8 @@ def child(spec: dict) -> None:
     engine = LocalWhisperEngine(choice, spec.get("chunk", local_whisper.LOCAL_CHUNK_SECONDS),
                                 spec["vad"], spec["batch"],
                                 beam_size=spec.get("beam", local_whisper.BEAM_SIZE),
-                                best_of=spec.get("best_of", local_whisper.BEST_OF))
+                                best_of=spec.get("best_of", local_whisper.BEST_OF),
+                                parallel=spec.get("parallel", 1))
     store = SamplingStore()
     cpu_before = cpu_seconds()
     started = time.monotonic()
@@ -156,6 +157,9 @@ def main() -> None:
     parser.add_argument("--best-of", type=int, help="samples per fallback temperature")
     parser.add_argument("--chunk", type=int, help="chunk seconds (default: the engine's)")
     parser.add_argument("--language", default="en", help="ISO code, or 'detect'")
+    parser.add_argument("--parallel", type=int,
+                        help="chunks at once (CTranslate2 workers; the service's default is "
+                             "EXECUTOR_MAX_WORKERS, 2)")
     args = parser.parse_args()
     if args.child:
         child(json.loads(args.child))
@@ -166,7 +170,8 @@ def main() -> None:
     cache.mkdir(exist_ok=True)
     quick = args.quick or args.long_only
     overrides = {key: value for key, value in (
-        ("beam", args.beam), ("best_of", args.best_of), ("chunk", args.chunk)) if value}
+        ("beam", args.beam), ("best_of", args.best_of), ("chunk", args.chunk),
+        ("parallel", args.parallel)) if value}
     overrides["language"] = None if args.language == "detect" else args.language
     rows = [(args.model, args.threads, not args.no_vad, 0)] if quick else [
         (model, threads, vad, batch) for model in ("base", "tiny.en") for threads in (2, 1)

@@ -12,6 +12,7 @@ import multiprocessing
 import re
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -147,7 +148,8 @@ def test_unset_threads_share_the_cores_between_runner_slots(monkeypatch, tmp_pat
 
 def test_large_blocks_are_mapped_unless_the_environment_says(monkeypatch):
     """Loading the model fixes glibc's mmap threshold (memory flat with the audio's length,
-    bench/README.md); an operator's MALLOC_MMAP_THRESHOLD_ wins."""
+    bench/README.md) and one malloc arena; an operator's MALLOC_MMAP_THRESHOLD_ and
+    MALLOC_ARENA_MAX win."""
     import local_whisper
     calls = []
 
@@ -158,11 +160,13 @@ def test_large_blocks_are_mapped_unless_the_environment_says(monkeypatch):
 
     monkeypatch.setattr(local_whisper.ctypes, "CDLL", lambda name: FakeLibc())
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     local_whisper._map_large_blocks()
-    assert calls == [(-3, 4 * 1024 * 1024)]
+    assert calls == [(-3, 4 * 1024 * 1024), (-8, 1)]
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     local_whisper._map_large_blocks()
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
 def test_the_language_list_is_whispers():
@@ -491,6 +495,68 @@ def test_a_detected_language_is_detected_once_and_kept_on_resume(tmp_path, monke
                                 store=named, language="en"))
     assert calls == ["en"] * chunks
     assert not any("detected_language" in json.loads(c) for c in named.chunks.values())
+
+
+def test_chunks_are_transcribed_side_by_side_after_the_language_is_known(tmp_path,
+                                                                         monkeypatch):
+    """LOCAL_WHISPER_PARALLEL_CHUNKS: once a chunk with words has told the language, the
+    other chunks run `parallel` at a time (the first of them waits until a second call is
+    inside the model); each is stored as it finishes and progress counts audio seconds."""
+    import local_whisper
+    from transcription_service import EngineJob, LocalWhisperEngine
+    lock, second_arrived = threading.Lock(), threading.Event()
+    active, most_at_once, calls = [0], [0], []
+
+    class Segment:
+        def __init__(self, start, end, text):
+            self.start, self.end, self.text = start, end, text
+
+    class Info:
+        language = "id"
+
+    class RecordingModel:
+        def transcribe(self, path, **options):
+            with lock:
+                calls.append(options["language"])
+                active[0] += 1
+                most_at_once[0] = max(most_at_once[0], active[0])
+                if active[0] == 2:
+                    second_arrived.set()
+            if options["language"] is not None:  # the first side-by-side call waits for a second
+                second_arrived.wait(timeout=30)
+            with lock:
+                active[0] -= 1
+            return iter([Segment(0.1, 1.0, " Hello.")]), Info()
+
+    monkeypatch.setattr(local_whisper, "load_model", lambda choice: RecordingModel())
+    talk = tmp_path / "talk.flac"  # five tones with silence between: chunks of ~2 s
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=440:duration=1.5", "-f", "lavfi", "-i",
+                    "anullsrc=r=16000:cl=mono:d=1", "-filter_complex",
+                    "[0][1][0][1][0][1][0][1][0]concat=n=9:v=0:a=1", "-ar", "16000", "-ac", "1",
+                    str(talk)], check=True, timeout=60)
+    engine = LocalWhisperEngine(local_whisper.ModelChoice("", "cpu", "int8", 1, 2, tmp_path),
+                                2, vad=True, parallel=2)
+    work = tmp_path / "work"
+    work.mkdir()
+    store = MemoryStore()
+    transcript = engine.transcribe(EngineJob(job_id="j", audio=talk, work_dir=work,
+                                             prompt=None, store=store, language=None))
+    chunks = len(store.chunks)
+    assert chunks >= 3 and most_at_once[0] == 2
+    assert calls == [None] + ["id"] * (chunks - 1)  # the first alone: it tells the language
+    assert transcript.text.count("Hello.") == chunks
+    total = round(require_audio(talk))
+    assert store.progressed[-1] == (total, total) and store.progressed[0] == (0, total)
+    assert [done for done, _ in store.progressed] == sorted(done for done, _ in store.progressed)
+
+
+def test_parallel_chunks_default_to_one():
+    import local_whisper
+    assert local_whisper.parallel_chunks({"LOCAL_WHISPER_PARALLEL_CHUNKS": 0,
+                                          "EXECUTOR_MAX_WORKERS": 3}) == 1
+    assert local_whisper.parallel_chunks({"LOCAL_WHISPER_PARALLEL_CHUNKS": 2,
+                                          "EXECUTOR_MAX_WORKERS": 3}) == 2
 
 
 # The OpenAI-compatible engine: language, prompt and timestamps ------------------------------
