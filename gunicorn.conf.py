@@ -49,6 +49,16 @@ def post_worker_init(worker):
     start_runner(worker.wsgi)
 
 
+def post_request(worker, req, environ, resp):
+    # The worker decided to restart after this request (max_requests) or was told to stop:
+    # its runner claims nothing more from now on. 'Worker exiting' and worker_exit come only
+    # after the worker's other requests finish, and a slot freed meanwhile would claim a job
+    # that it then hands straight back.
+    if not worker.alive:
+        from jobs import _drain
+        _drain()
+
+
 def worker_exit(server, worker):
     # A recycled or stopped worker: its running jobs stop at their next checkpoint and hand
     # back. Set here, before the interpreter's exit joins the job pool's threads (an atexit

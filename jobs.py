@@ -410,6 +410,10 @@ class Runner:
             if job_id is None:
                 self._slot_done(wake=False)
                 break
+            if _draining.is_set():  # the process began exiting during the claim
+                self._slot_done(wake=False)
+                _hand_back(job_id, owner)
+                break
             BUSY_SLOTS.inc()
             try:
                 with _job_request_context(self.app):

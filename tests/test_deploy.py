@@ -91,3 +91,23 @@ def test_systemd_units_run_web_and_workers_apart():
     assert "gunicorn -c gunicorn.conf.py wsgi:app" in web["Service"]["ExecStart"]
     assert "flask --app app worker" in worker["Service"]["ExecStart"]
     assert worker["Service"]["KillSignal"] == "SIGTERM"
+
+
+def test_a_worker_that_will_restart_claims_no_more_jobs(monkeypatch, tmp_path):
+    """gunicorn's post_request hook: once the worker has decided to restart (max_requests) or
+    stop, its runner drains before the worker's other requests finish and 'Worker exiting' is
+    logged; a worker that goes on serving keeps claiming."""
+    import jobs
+    post_request = load_gunicorn_conf(monkeypatch, tmp_path)["post_request"]
+
+    class Worker:
+        alive = True
+
+    try:
+        post_request(Worker(), None, {}, None)
+        assert not jobs._draining.is_set()
+        Worker.alive = False
+        post_request(Worker(), None, {}, None)
+        assert jobs._draining.is_set()
+    finally:
+        jobs._draining.clear()  # this test process goes on running jobs in other tests

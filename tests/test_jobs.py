@@ -86,6 +86,30 @@ def test_finished_and_leased_jobs_are_not_claimed(app):
     assert claim_all(app) == [expired]
 
 
+def test_a_claim_that_meets_the_exit_is_handed_straight_back(app, monkeypatch):
+    """The process began exiting while a slot was claiming: the job is not started, its lease
+    and attempt are given back, and the slot stops claiming."""
+    [job_id] = add_jobs(app, [add_users(app, "exiting")["exiting"]])
+    real_claim = jobs.claim_next
+
+    def claim_then_exit(owner, count_attempt=True):
+        claimed = real_claim(owner, count_attempt)
+        jobs._draining.set()  # gunicorn's post_request hook, between claim and start
+        return claimed
+
+    monkeypatch.setattr(jobs, "claim_next", claim_then_exit)
+    try:
+        with app.app_context():
+            assert jobs.runner_for(app).pump() == 0
+    finally:
+        jobs._draining.clear()
+    with app.app_context():
+        job = db.session.get(Transcription, job_id)
+        assert (job.lease_owner, job.attempts, job.status) == (None, 0, "submitted")
+        assert job.lease_expires_at is not None  # claimable at once by another process
+    assert jobs.runner_for(app).free_slots() == jobs.runner_for(app).slots
+
+
 def test_concurrent_claimers_never_share_a_job(make_app):
     app = make_app()
     users = add_users(app, *[f"user{i}" for i in range(5)])
