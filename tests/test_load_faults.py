@@ -407,17 +407,21 @@ class LeaseSampler:
     def __init__(self, engine, ids):
         self.engine, self.ids = engine, ids
         self.samples: list[tuple[float, int, str, str]] = []  # (time, pid, job, status)
+        self.sample_starts: list[float] = []
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         deadline = time.monotonic() + 120
         while not self.stopped.wait(0.25) and time.monotonic() < deadline:
+            # A row seen was claimed before its query started (not before it returned: on a
+            # busy database that can be a second later).
+            now = time.time()
             try:
                 rows = job_rows(self.engine, self.ids)
             except Exception:
                 continue
-            now = time.time()
+            self.sample_starts.append(now)
             for tid, row in rows.items():
                 pid = _pid_of(row["lease_owner"])
                 if pid and row["status"] not in ("completed", "error", "cancelled"):
@@ -445,11 +449,18 @@ class LeaseSampler:
                 for t, p, tid, _ in self.samples:
                     if p == int(pid):
                         first_seen.setdefault(tid, t)
-                new_jobs = sorted({tid[:8] for t, tid in later if first_seen[tid] > exited})
+                # Claimed after exiting for certain: the sample before the first one that shows
+                # the job with this worker also started after 'Worker exiting'.
+                new_jobs = sorted({tid[:8] for t, tid in later
+                                   if self._sample_before(first_seen[tid]) > exited})
                 notes.append({"pid": pid, "exited": stamp,
                               "seconds": max(t for t, _ in later) - exited + 1,
                               "jobs": len({tid for _, tid in later}), "claimed": new_jobs})
         return notes
+
+    def _sample_before(self, start: float) -> float:
+        earlier = [t for t in self.sample_starts if t < start]
+        return earlier[-1] if earlier else float("-inf")
 
 
 def describe_after_exit(notes: list[dict]) -> str:
