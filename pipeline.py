@@ -44,7 +44,7 @@ from storage import job_dir, remove_job_files
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
                              default_language, get_flag, get_setting)
 from transcription_service import EngineJob, TranscriptionError, engine_from_config
-from validation import storable_text
+from validation import source_names, storable_text
 
 log = logging.getLogger("ezra.pipeline")
 
@@ -290,13 +290,10 @@ class JobRun:
             raise StepFailure("fetch", str(exc), exc.detail) from exc
         if result.windowed:
             (folder / "windowed").touch()
-        if result.title and not job.audio_file_name:
-            title = storable_text(result.title)[:200]
-            # Clients show audio_file_path's last segment without its extension: the title
-            # plus the media's extension (a Drive file's type is unknown: none).
-            suffix = "" if result.path.suffix == ".drive" else result.path.suffix
-            self.update(audio_file_name=title,
-                        audio_file_path=title.replace("/", "-").replace("\\", "-") + suffix)
+        names = None if job.audio_file_name or not result.title else source_names(
+            result.title, "" if result.path.suffix == ".drive" else result.path.suffix)
+        if names:
+            self.update(audio_file_name=names[0], audio_file_path=names[1])
         return result.path, result.windowed
 
     def prepare(self, job: Transcription, source: Path, windowed: bool) -> Path:

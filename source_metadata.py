@@ -177,15 +177,11 @@ def _drive(file_id: str, *, timeout: float, cancel: threading.Event,
 
 
 def stored_names(metadata: LinkMetadata, source_kind: str) -> tuple[str, str] | None:
-    """(audio_file_name, audio_file_path) for a job from its link's title, the way the
-    pipeline names a fetched source: clients show audio_file_path's last segment without its
-    extension, so a YouTube title gets the media's extension (Drive's type is unknown: none)."""
-    from validation import storable_text
+    """(audio_file_name, audio_file_path) from a link's title, as the pipeline names a fetched
+    source (a YouTube title gets the media's extension; Drive's type is unknown: none)."""
+    from validation import source_names
 
     if not metadata.title:
         return None
-    title = storable_text(metadata.title)[:200].strip()
-    if not title:
-        return None
     suffix = f".{metadata.extension}" if source_kind == "youtube" and metadata.extension else ""
-    return title, title.replace("/", "-").replace("\\", "-") + suffix
+    return source_names(metadata.title, suffix)

@@ -79,6 +79,16 @@ def storable_text(value: str) -> str:
     return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
+def source_names(title: str, suffix: str) -> tuple[str, str] | None:
+    """(audio_file_name, audio_file_path) of a job whose source is titled `title`. Clients
+    show audio_file_path's last segment without its extension: the title plus the media's
+    extension (`suffix`, "" when unknown, as for a Drive file). None for an empty title."""
+    name = storable_text(title)[:200].strip()
+    if not name:
+        return None
+    return name, name.replace("/", "-").replace("\\", "-") + suffix
+
+
 def display_text(value: str, max_length: int) -> str:
     """A user-supplied label (an upload's file name) made safe to store and show."""
     cleaned = "".join(ch for ch in value if ch.isprintable())
