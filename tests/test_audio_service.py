@@ -291,9 +291,16 @@ def test_plan_chunks_without_silences_cuts_at_max():
 
 
 def test_plan_chunks_cuts_in_latest_silence_middle():
-    # Silences at 70-74 and 88-92 both in the last half of [0, 100]: the later one wins.
+    # Silences at 70-74 and 88-92 both in the last half of [0, 100], as long as each other:
+    # the later one wins.
     plan = plan_chunks(150.0, [(70, 74), (88, 92)], 100)
     assert plan == [(0.0, 90.0), (90.0, 150.0)]
+
+
+def test_plan_chunks_prefers_the_longest_silence():
+    # A breath at 95 (0.2 s) is later, but the 1.5 s pause at 70 is where the sentence ends.
+    plan = plan_chunks(150.0, [(70, 71.5), (88, 88.4), (95, 95.2)], 100)
+    assert plan == [(0.0, 70.75), (70.75, 150.0)]
 
 
 def test_plan_chunks_ignores_silences_in_first_half():
@@ -344,8 +351,16 @@ def test_plan_chunks_invariants_random():
             limit = start + max_seconds
             inside = any(s <= end <= e for s, e in silences)
             assert end in mids or end == limit or inside
-            # no silence middle later than the cut still fits in the chunk
-            assert not any(end < m <= limit for m in mids)
+            # the cut is in the longest silence whose cut point lies in the second half
+            candidates = [(e - s, min((s + e) / 2, limit)) for s, e in silences if s < limit]
+            candidates = [(length, point) for length, point in candidates
+                          if point >= start + max_seconds / 2 and point > start]
+            if candidates:
+                longest = max(length for length, _ in candidates)
+                assert any(abs(length - longest) < 1e-3 and point == end
+                           for length, point in candidates)
+            else:
+                assert end == limit
 
 
 def test_plan_chunks_on_detected_silences(media):

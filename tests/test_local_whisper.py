@@ -702,9 +702,10 @@ def test_five_minutes_of_english_within_the_word_error_rate(whisper_config, tmp_
                               timeout=600, check=True)
     transcript = json.loads(finished.stdout.strip().splitlines()[-1])
     reference = (ROOT / "bench" / "data" / "en-5min.txt").read_text()
-    # Measured 4.9% in every fresh process (the sampling fallback is seeded; within a
-    # long-lived process the generators run on, and 6.8% to 14.3% were seen); the bound
-    # leaves room for another CPU's int8 kernels.
-    assert word_error_rate(reference, transcript["text"]) <= 0.06
+    # Measured 4.66% in every run, with 1 or 2 threads, idle or at load 7 (chunks cut where
+    # sentences end: no window falls back to sampling). Cut mid-word at each chunk's limit,
+    # as before, it was 4.9% to 7.4% (the fallback's sampling).
+    assert word_error_rate(reference, transcript["text"]) <= 0.05
     ends = [end for _, end, _ in transcript["segments"]]
     assert ends == sorted(ends) and ends[-1] <= require_audio(audio) + 0.05
+
