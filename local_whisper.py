@@ -288,7 +288,7 @@ def transcribe_file(model, path: Path, *, language: str | None, prompt: str | No
     """Segments (start, end, text) of one audio file, times shifted by `offset`, and the
     language Whisper used (`language`, or the one it detected when that is None).
     `batch_size` > 0 uses faster-whisper's batched pipeline (speech pieces decoded side by
-    side; without VAD, fixed 30-second windows of the `duration`-second file).
+    side; without VAD, fixed 30-second windows of the file).
     `on_segment(end)` runs after each segment (progress; it may raise to stop)."""
     options: dict[str, Any] = dict(language=language, initial_prompt=prompt or None,
                                    vad_filter=vad, beam_size=beam_size, best_of=best_of)
@@ -300,13 +300,19 @@ def transcribe_file(model, path: Path, *, language: str | None, prompt: str | No
     import ctranslate2  # here: a web-only process never imports it
     ctranslate2.set_random_seed(SAMPLING_SEED)
     if batch_size > 0:
-        from faster_whisper import BatchedInferencePipeline
-        if not vad and duration is not None and duration > 30:
-            options["clip_timestamps"] = [{"start": start, "end": min(start + 30.0, duration)}
-                                          for start in range(0, int(duration + 0.999), 30)
-                                          if start < duration]
+        from faster_whisper import BatchedInferencePipeline, decode_audio
+        audio: Any = str(path)
+        if not vad:
+            # Windows over the samples actually decoded: a cut can be a few milliseconds
+            # shorter than planned, and a window past the end fails in faster-whisper.
+            audio = decode_audio(str(path))
+            length = len(audio) / 16000
+            if length > 30:
+                options["clip_timestamps"] = [
+                    {"start": start, "end": min(start + 30.0, length)}
+                    for start in range(0, int(length + 0.999), 30) if start < length]
         pieces, info = BatchedInferencePipeline(model).transcribe(
-            str(path), batch_size=batch_size, without_timestamps=False, **options)
+            audio, batch_size=batch_size, without_timestamps=False, **options)
     else:
         pieces, info = model.transcribe(str(path), **options)
     # Whisper's timestamps can run past the end of the audio (up to its 30-second window);

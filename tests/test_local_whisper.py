@@ -709,3 +709,31 @@ def test_five_minutes_of_english_within_the_word_error_rate(whisper_config, tmp_
     ends = [end for _, end, _ in transcript["segments"]]
     assert ends == sorted(ends) and ends[-1] <= require_audio(audio) + 0.05
 
+
+@pytest.mark.slow
+def test_the_batched_pipeline_without_vad_ends_its_windows_at_the_audio(whisper_config,
+                                                                    tmp_path):
+    """LOCAL_WHISPER_BATCH_SIZE with LOCAL_WHISPER_VAD off decodes fixed 30-second windows of
+    each chunk side by side: on 100 s of speech (two chunks, each cut to whole FLAC frames, so
+    a little shorter than planned) the last window ends at the audio's real end (a window
+    planned past it failed inside faster-whisper)."""
+    from audio_service import compact_extension
+    from config import load_config
+    from transcription_service import EngineJob, engine_from_config
+    audio = tmp_path / f"audio{compact_extension(lossless=True)}"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i",
+                    str(ROOT / "bench" / "data" / "en-5min.opus"), "-t", "100", "-ar", "16000",
+                    "-ac", "1", str(audio)], check=True, timeout=60)
+    config = load_config({"DATABASE_URL": TEST_DATABASE_URL, "JWT_SECRET_KEY": TEST_SECRET,
+                          **whisper_config, "LOCAL_WHISPER_BATCH_SIZE": 4,
+                          "LOCAL_WHISPER_VAD": False})
+    transcript = engine_from_config(config).transcribe(EngineJob(
+        job_id="batched", audio=audio, work_dir=tmp_path, prompt=None, store=MemoryStore(),
+        language="en"))
+    assert "every family sang about the new school" in transcript.text.lower()
+    assert "our pastor waited for the village well" in transcript.text.lower()  # at ~1:20
+    assert len(transcript.segments) >= 10
+    starts = [start for start, _, _ in transcript.segments]
+    assert starts == sorted(starts)
+    assert all(0 <= start <= end <= require_audio(audio) + 0.05
+               for start, end, _ in transcript.segments)
