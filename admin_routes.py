@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, delete, func, select
 
 import accounts
 import local_whisper
-from database import db
+from database import db, reader, reads_on_request_connection
 from errors import APIError
 from limits import (ADMIN_PAGE_DEFAULT, MAX_DESCRIPTION, MAX_PROMPT_LENGTH, MAX_REFERENCE_DOCX,
                     MAX_REFERENCE_DOCX_ENTRIES, MAX_REFERENCE_DOCX_UNPACKED, MAX_SETTING_KEY,
@@ -73,7 +73,7 @@ _USER_PAGE = (
             response=json_response(array(ref("UserSummary"))))
 def list_users():
     limit, offset = pagination()
-    rows = db.session.execute(_USER_PAGE, {"limit": limit, "offset": offset})
+    rows = reader().execute(_USER_PAGE, {"limit": limit, "offset": offset})
     return jsonify([user_summary(row) for row in rows])
 
 
@@ -160,7 +160,7 @@ def delete_user(user_id: str):
             response=json_response(array(ref("AdminTranscription"))))
 def list_all_transcriptions():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
-    rows = db.session.execute(transcription_page("all"), {"limit": limit, "offset": offset})
+    rows = reader().execute(transcription_page("all"), {"limit": limit, "offset": offset})
     return jsonify([admin_transcription(row) for row in rows])
 
 
@@ -197,8 +197,8 @@ def admin_download_named(file_type: str, transcription_id: str, file_name: str):
             response=json_response(array(ref("ErrorLog"))))
 def list_logs():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
-    return jsonify(error_logs(db.session.execute(ERROR_LOG_PAGE, {"limit": limit,
-                                                                  "offset": offset})))
+    return jsonify(error_logs(reader().execute(ERROR_LOG_PAGE, {"limit": limit,
+                                                                "offset": offset})))
 
 
 _JOBS = Transcription.__table__.c
@@ -221,12 +221,18 @@ _COUNTS = select(*[select(func.count()).select_from(model.__table__).scalar_subq
 @documented("Totals, and what reuse of finished work saved", response=json_response(ref("Stats")))
 def stats():
     (users, transcriptions, errors, reused, saved_seconds, saved_tokens,
-     tokens) = db.session.execute(_COUNTS).one()
+     tokens) = reader().execute(_COUNTS).one()
     return jsonify(total_users=users, total_transcriptions=transcriptions, total_errors=errors,
                    reused_transcriptions=reused,
                    reuse_saved_audio_minutes=round((saved_seconds or 0) / 60, 1),
                    reuse_saved_llm_tokens=int(saved_tokens or 0),
                    llm_tokens_used=int(tokens or 0))
+
+
+# The dashboard's lists and the downloads read plain rows only: no ORM session for them.
+reads_on_request_connection("admin.list_users", "admin.list_all_transcriptions",
+                            "admin.list_logs", "admin.stats", "admin.admin_download",
+                            "admin.admin_download_named")
 
 
 # Prompts -----------------------------------------------------------------------------------
