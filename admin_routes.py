@@ -25,8 +25,8 @@ from models import (REFERENCE_DOCX_ASSET, SETTING_ACTIVE_PROOFREAD_PROMPT,
 from openapi import (DIGITS_ID, DOCX, INT_ID, array, attachment, boolean, documented,
                      json_response, null, obj, ref, string)
 from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
-from serializers import (ERROR_LOG_PAGE, admin_transcription, error_logs, prompt, setting,
-                         transcription_page, user_summary)
+from serializers import (ERROR_LOG_PAGE, admin_transcription, error_logs, json_with_times, prompt,
+                         setting, transcription_page, user_summary)
 from storage import remove_job_files, remove_legacy_documents
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
                              get_flag, get_setting, set_setting, validate_setting_value)
@@ -74,7 +74,7 @@ _USER_PAGE = (
 def list_users():
     limit, offset = pagination()
     rows = reader().execute(_USER_PAGE, {"limit": limit, "offset": offset})
-    return jsonify([user_summary(row) for row in rows])
+    return json_with_times([user_summary(row) for row in rows])
 
 
 @bp.post("/users")
@@ -161,7 +161,7 @@ def delete_user(user_id: str):
 def list_all_transcriptions():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
     rows = reader().execute(transcription_page("all"), {"limit": limit, "offset": offset})
-    return jsonify([admin_transcription(row) for row in rows])
+    return json_with_times([admin_transcription(row) for row in rows])
 
 
 @bp.delete("/transcriptions/<transcription_id>")
@@ -197,8 +197,8 @@ def admin_download_named(file_type: str, transcription_id: str, file_name: str):
             response=json_response(array(ref("ErrorLog"))))
 def list_logs():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
-    return jsonify(error_logs(reader().execute(ERROR_LOG_PAGE, {"limit": limit,
-                                                                "offset": offset})))
+    return json_with_times(error_logs(reader().execute(ERROR_LOG_PAGE, {"limit": limit,
+                                                                        "offset": offset})))
 
 
 _JOBS = Transcription.__table__.c

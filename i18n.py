@@ -56,7 +56,9 @@ def init_app(app: Flask) -> None:
         if response.status_code >= 400 or not response.is_json or response.direct_passthrough:
             return response
         data = response.get_data()
-        if b'"message":' not in data:
+        # Only an object has a top-level message: a list answer (up to 1000 rows) is not
+        # scanned for one.
+        if data[:1] != b"{" or b'"message":' not in data:
             return response
         body = response.get_json(silent=True)
         if isinstance(body, dict) and isinstance(body.get("message"), str):

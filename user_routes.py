@@ -22,8 +22,8 @@ from models import SEGMENTS_KIND, Document, JobStatus, Transcription, User
 from openapi import (DOCX, array, attachment, documented, error_response, json_response, ref,
                      string)
 from scratch import check_user_scratch
-from serializers import (FILE_TYPES, LEGACY_PATH_COLUMN, document_file_name, transcription_page,
-                         user_transcription)
+from serializers import (FILE_TYPES, LEGACY_PATH_COLUMN, document_file_name, json_with_times,
+                         transcription_page, user_transcription)
 from storage import legacy_document_path
 from subtitles import SUBTITLE_FORMATS
 from validation import document_kind, format_hms, pagination, parse_timestamp, uuid_id
@@ -117,7 +117,7 @@ def list_transcriptions():
     limit, offset = pagination()
     rows = reader().execute(transcription_page("user"), {
         "user_id": current_user.id, "limit": limit, "offset": offset})
-    return jsonify([user_transcription(row) for row in rows])
+    return json_with_times([user_transcription(row) for row in rows])
 
 
 @bp.get("/transcriptions/<transcription_id>")
@@ -126,7 +126,7 @@ def list_transcriptions():
 @jwt_required()
 def get_transcription(transcription_id: str):
     row = _own_transcription_row(transcription_id)
-    return jsonify(user_transcription(row))
+    return json_with_times(user_transcription(row))
 
 
 @bp.post("/transcriptions/<transcription_id>/cancel")

@@ -347,3 +347,33 @@ def test_json_answers_are_the_bytes_flask_gives(app):
         for sample in samples:
             assert app.json.response(sample).get_data() == \
                 flask_json.response(sample).get_data(), sample
+
+
+def test_answers_with_times_write_them_as_iso_does(app):
+    """The list answers keep their timestamps as datetimes to the encoder
+    (serializers.json_with_times): the bytes stay those of Flask's encoder given iso()'s text."""
+    from datetime import timedelta
+
+    from flask.json.provider import DefaultJSONProvider
+
+    from serializers import iso, json_with_times
+    flask_json = DefaultJSONProvider(app)
+    flask_json.sort_keys = False
+    times = [datetime(2026, 1, 2, 3, 4, 5, 67, tzinfo=timezone.utc),
+             datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+             datetime(2026, 1, 2, 3, 4, 5, 678000),  # naive: stored in UTC (SQLite)
+             datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=7))), None]
+    samples = [
+        [{"id": "a", "created_at": when, "updated_at": when, "n": 1.5} for when in times],
+        {"id": "b", "created_at": times[0], "audio_file_name": "Été — 講演"},  # non-ASCII
+        [{"created_at": times[2], "big": 2**70}],  # past 64 bits: the standard library
+        [],
+    ]
+    with app.test_request_context():
+        for sample in samples:
+            as_text = (
+                [{k: iso(v) if isinstance(v, datetime) else v for k, v in row.items()}
+                 for row in sample] if isinstance(sample, list)
+                else {k: iso(v) if isinstance(v, datetime) else v for k, v in sample.items()})
+            assert json_with_times(sample).get_data() == \
+                flask_json.response(as_text).get_data(), sample
