@@ -73,7 +73,7 @@ _USER_PAGE = (
             response=json_response(array(ref("UserSummary"))))
 def list_users():
     limit, offset = pagination()
-    rows = reader().execute(_USER_PAGE, {"limit": limit, "offset": offset})
+    rows = reader().execute(_USER_PAGE, {"limit": limit, "offset": offset}).all()
     return json_with_times([user_summary(row) for row in rows])
 
 
@@ -160,7 +160,7 @@ def delete_user(user_id: str):
             response=json_response(array(ref("AdminTranscription"))))
 def list_all_transcriptions():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
-    rows = reader().execute(transcription_page("all"), {"limit": limit, "offset": offset})
+    rows = reader().execute(transcription_page("all"), {"limit": limit, "offset": offset}).all()
     return json_with_times([admin_transcription(row) for row in rows])
 
 
@@ -197,8 +197,8 @@ def admin_download_named(file_type: str, transcription_id: str, file_name: str):
             response=json_response(array(ref("ErrorLog"))))
 def list_logs():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
-    return json_with_times(error_logs(reader().execute(ERROR_LOG_PAGE, {"limit": limit,
-                                                                        "offset": offset})))
+    return json_with_times(error_logs(reader().execute(
+        ERROR_LOG_PAGE, {"limit": limit, "offset": offset}).all()))
 
 
 _JOBS = Transcription.__table__.c

@@ -115,8 +115,9 @@ def process():
 @jwt_required()
 def list_transcriptions():
     limit, offset = pagination()
+    # .all(): one fetch of the page, not a fetch per row.
     rows = reader().execute(transcription_page("user"), {
-        "user_id": current_user.id, "limit": limit, "offset": offset})
+        "user_id": current_user.id, "limit": limit, "offset": offset}).all()
     return json_with_times([user_transcription(row) for row in rows])
 
 
