@@ -92,11 +92,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 def _remove_session_quietly(_exc: BaseException | None) -> None:
     # After the view answered, the database may have gone away: rolling back the dead
     # connection must not turn the answer the client already has into gunicorn's HTML 500.
-    try:
-        close_request_connection()
-        db.session.remove()
-    except Exception:
-        log.warning("closing the database session failed", exc_info=True)
+    for close in (close_request_connection, db.session.remove):
+        try:
+            close()
+        except Exception:
+            log.warning("closing the database connection or session failed", exc_info=True)
 
 
 @event.listens_for(Engine, "connect")

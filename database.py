@@ -80,9 +80,9 @@ def reads_on_request_connection(*endpoints: str) -> None:
 def request_connection() -> Connection | None:
     """This request's Core connection (autocommit) when its route reads through one (a GET
     of a route marked with `reads_on_request_connection`), else None: use `db.session`.
-    Per request, an ORM session costs about a fifth of a small answer's CPU (beginning its
-    transaction, its execution layer and closing it at teardown); a Core connection only the
-    pool checkout and the statement. Closed at teardown (`close_request_connection`)."""
+    The ORM session's transaction bookkeeping, execution layer and close at teardown cost
+    3-9% of a hot answer's CPU more than a Core connection (in-process, bench/README).
+    Closed at teardown (`close_request_connection`)."""
     if not has_request_context():
         return None
     connection = g.get("ezra_connection")
