@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, delete, func, select
 
 import accounts
 import local_whisper
-from database import db
+from database import db, reader, reads_on_request_connection
 from errors import APIError
 from limits import (ADMIN_PAGE_DEFAULT, MAX_DESCRIPTION, MAX_PROMPT_LENGTH, MAX_REFERENCE_DOCX,
                     MAX_REFERENCE_DOCX_ENTRIES, MAX_REFERENCE_DOCX_UNPACKED, MAX_SETTING_KEY,
@@ -25,8 +25,8 @@ from models import (REFERENCE_DOCX_ASSET, SETTING_ACTIVE_PROOFREAD_PROMPT,
 from openapi import (DIGITS_ID, DOCX, INT_ID, array, attachment, boolean, documented,
                      json_response, null, obj, ref, string)
 from pandoc_service import DEFAULT_REFERENCE_DOCX, PandocError, markdown_to_docx
-from serializers import (ERROR_LOG_PAGE, admin_transcription, error_logs, prompt, setting,
-                         transcription_page, user_summary)
+from serializers import (ERROR_LOG_PAGE, admin_transcription, error_logs, json_with_times, prompt,
+                         setting, transcription_page, user_summary)
 from storage import remove_job_files, remove_legacy_documents
 from system_settings import (SETTING_PROOFREAD_MODEL, SETTING_PROOFREADING_ENABLED, active_prompt,
                              get_flag, get_setting, set_setting, validate_setting_value)
@@ -73,8 +73,8 @@ _USER_PAGE = (
             response=json_response(array(ref("UserSummary"))))
 def list_users():
     limit, offset = pagination()
-    rows = db.session.execute(_USER_PAGE, {"limit": limit, "offset": offset})
-    return jsonify([user_summary(row) for row in rows])
+    rows = reader().execute(_USER_PAGE, {"limit": limit, "offset": offset}).all()
+    return json_with_times([user_summary(row) for row in rows])
 
 
 @bp.post("/users")
@@ -160,8 +160,8 @@ def delete_user(user_id: str):
             response=json_response(array(ref("AdminTranscription"))))
 def list_all_transcriptions():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
-    rows = db.session.execute(transcription_page("all"), {"limit": limit, "offset": offset})
-    return jsonify([admin_transcription(row) for row in rows])
+    rows = reader().execute(transcription_page("all"), {"limit": limit, "offset": offset}).all()
+    return json_with_times([admin_transcription(row) for row in rows])
 
 
 @bp.delete("/transcriptions/<transcription_id>")
@@ -197,8 +197,8 @@ def admin_download_named(file_type: str, transcription_id: str, file_name: str):
             response=json_response(array(ref("ErrorLog"))))
 def list_logs():
     limit, offset = pagination(default=ADMIN_PAGE_DEFAULT)
-    return jsonify(error_logs(db.session.execute(ERROR_LOG_PAGE, {"limit": limit,
-                                                                  "offset": offset})))
+    return json_with_times(error_logs(reader().execute(
+        ERROR_LOG_PAGE, {"limit": limit, "offset": offset}).all()))
 
 
 _JOBS = Transcription.__table__.c
@@ -221,12 +221,18 @@ _COUNTS = select(*[select(func.count()).select_from(model.__table__).scalar_subq
 @documented("Totals, and what reuse of finished work saved", response=json_response(ref("Stats")))
 def stats():
     (users, transcriptions, errors, reused, saved_seconds, saved_tokens,
-     tokens) = db.session.execute(_COUNTS).one()
+     tokens) = reader().execute(_COUNTS).one()
     return jsonify(total_users=users, total_transcriptions=transcriptions, total_errors=errors,
                    reused_transcriptions=reused,
                    reuse_saved_audio_minutes=round((saved_seconds or 0) / 60, 1),
                    reuse_saved_llm_tokens=int(saved_tokens or 0),
                    llm_tokens_used=int(tokens or 0))
+
+
+# The dashboard's lists and the downloads read plain rows only: no ORM session for them.
+reads_on_request_connection("admin.list_users", "admin.list_all_transcriptions",
+                            "admin.list_logs", "admin.stats", "admin.admin_download",
+                            "admin.admin_download_named")
 
 
 # Prompts -----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import security_headers
 import web_page
 from auth import init_jwt
 from config import BASE_DIR, load_config
-from database import db, migrate
+from database import close_request_connection, db, migrate
 from errors import APIError, register_error_handlers
 from logging_setup import configure_logging, init_request_id
 from models import User
@@ -92,10 +92,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 def _remove_session_quietly(_exc: BaseException | None) -> None:
     # After the view answered, the database may have gone away: rolling back the dead
     # connection must not turn the answer the client already has into gunicorn's HTML 500.
-    try:
-        db.session.remove()
-    except Exception:
-        log.warning("closing the database session failed", exc_info=True)
+    for close in (close_request_connection, db.session.remove):
+        try:
+            close()
+        except Exception:
+            log.warning("closing the database connection or session failed", exc_info=True)
 
 
 @event.listens_for(Engine, "connect")

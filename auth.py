@@ -9,7 +9,7 @@ from typing import Callable, Hashable
 from flask import Flask, current_app, g, has_request_context, request
 from flask_jwt_extended import JWTManager
 
-from database import db
+from database import db, reader
 from errors import error_response
 from sqlalchemy import Select, bindparam, delete, exists, select
 
@@ -24,6 +24,12 @@ def init_jwt(app: Flask) -> None:
     app.config["JWT_REFRESH_TOKEN_EXPIRES"] = timedelta(days=app.config["JWT_REFRESH_TOKEN_DAYS"])
     app.config["JWT_TOKEN_LOCATION"] = ["headers"]
     app.config["JWT_ALGORITHM"] = "HS256"
+    # Shorter tokens: every request's token is parsed four times by PyJWT (Flask-JWT-Extended
+    # reads it unverified, then verified, and its header twice), each parse checking every
+    # character. The CSRF claim serves cookie tokens only (these are headers), and `nbf`
+    # would repeat `iat`; tokens that carry them are still accepted.
+    app.config["JWT_COOKIE_CSRF_PROTECT"] = False
+    app.config["JWT_ENCODE_NBF"] = False
     jwt.init_app(app)
 
 
@@ -107,14 +113,14 @@ def _is_revoked(_header: dict, payload: dict) -> bool:
     # the second key is the jti again.
     keys = {"jti": jti, "family": _family_key(family) if isinstance(family, str) else jti}
     if user_id is None:
-        return bool(db.session.execute(_REVOKED, keys).scalar())
+        return bool(reader().execute(_REVOKED, keys).scalar())
     statement, params = _TOKEN_CHECK, {**keys, "user_id": user_id}
     piggyback = _piggybacks.get(request.endpoint) if has_request_context() else None
     planned = piggyback.plan(request.view_args or {}) if piggyback else None
     if planned is not None:
         statement = _extended_token_check(request.endpoint, planned[0])
         params |= planned[1]
-    row = db.session.execute(statement, params).first()
+    row = reader().execute(statement, params).first()
     g.ezra_token_user = (SignedInUser(row.id, row.username, bool(row.is_admin),
                                       row.token_version) if row else None)
     if planned is not None and row is not None:

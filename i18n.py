@@ -17,7 +17,7 @@ import re
 import time
 
 from flask import Flask, current_app, g, has_request_context, request
-from flask_babel import Babel, get_locale, get_translations
+from flask_babel import Babel, get_translations
 
 from config import BASE_DIR
 
@@ -56,7 +56,9 @@ def init_app(app: Flask) -> None:
         if response.status_code >= 400 or not response.is_json or response.direct_passthrough:
             return response
         data = response.get_data()
-        if b'"message":' not in data:
+        # Only an object has a top-level message: a list answer (up to 1000 rows) is not
+        # scanned for one.
+        if data[:1] != b"{" or b'"message":' not in data:
             return response
         body = response.get_json(silent=True)
         if isinstance(body, dict) and isinstance(body.get("message"), str):
@@ -116,7 +118,9 @@ def translate_message(text: str | None) -> str | None:
         return text
     catalog = g.get("ezra_catalog")
     if catalog is None:  # once per request: a job list translates many rows
-        language = str(get_locale() or DEFAULT_LANGUAGE)
+        # select_language is what Flask-Babel's get_locale would call; asked directly, an
+        # English answer skips building a babel Locale (a tenth of a small 404's CPU).
+        language = select_language()
         catalog = g.ezra_catalog = (False if language == DEFAULT_LANGUAGE
                                     else _catalog(language, get_translations()))
     return catalog.translate(text) if catalog else text

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from flask import Response
+from flask import Response, current_app
 from flask.json.provider import DefaultJSONProvider
 from sqlalchemy import Select, String, and_, bindparam, cast, exists, select
 
@@ -116,6 +116,11 @@ def audio_file_label(audio_file_path: str | None) -> str | None:
     return _PATH_SEPARATORS.split(audio_file_path)[-1] or None
 
 
+# The answers of user_transcription, admin_transcription, user_summary and error_logs keep
+# their timestamps as datetimes: send them with `json_with_times`, which writes each as
+# iso() does (isoformat was a tenth of a list's CPU; orjson writes them at a tenth of that).
+
+
 def user_transcription(row: Any) -> dict[str, Any]:
     """`row`: a row of `transcription_page` ("user" or "own"), unpacked in _USER_ROW's order."""
     (job_id, created_at, updated_at, status, txt_path, md_path, word_path, title, drive_url,
@@ -126,8 +131,8 @@ def user_transcription(row: Any) -> dict[str, Any]:
                                     has_md or md_path)
     return {
         "id": job_id,
-        "created_at": iso(created_at),
-        "updated_at": iso(updated_at),
+        "created_at": created_at,
+        "updated_at": updated_at,
         "status": status,
         "word_document_path": docx,
         "txt_document_path": txt,
@@ -182,14 +187,14 @@ def admin_transcription(row: Any) -> dict[str, Any]:
         "transcribe_prompt": transcribe_prompt,
         "proofread_prompt": proofread_prompt,
         "inference_duration": inference_duration,
-        "created_at": iso(created_at),
-        "updated_at": iso(updated_at),
+        "created_at": created_at,
+        "updated_at": updated_at,
     }
 
 
 def user_summary(row: Any) -> dict[str, Any]:
     return {"id": row.id, "username": row.username, "is_admin": bool(row.is_admin),
-            "created_at": iso(row.created_at), "transcription_count": row.transcription_count}
+            "created_at": row.created_at, "transcription_count": row.transcription_count}
 
 
 # Built once, like transcription_page; parameters `limit`, `offset`. The job id as text,
@@ -208,7 +213,7 @@ def error_logs(rows: Any) -> list[dict[str, Any]]:
     return [{"id": log_id, "user_id": user_id,
              "transcription_id": job_id_text(job_id) if job_id else None,
              "error_message": message, "stack_trace": stack_trace, "inference": bool(inference),
-             "step": step, "created_at": iso(created_at)}
+             "step": step, "created_at": created_at}
             for log_id, user_id, message, stack_trace, inference, step, created_at, job_id
             in rows]
 
@@ -235,14 +240,44 @@ class FastJSONProvider(DefaultJSONProvider):
                 | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
                 | orjson.OPT_PASSTHROUGH_SUBCLASS)
 
+    # Datetimes as iso() writes them (naive ones are UTC), not as Flask's HTTP dates.
+    _TIMES_OPTIONS = (_OPTIONS & ~orjson.OPT_PASSTHROUGH_DATETIME) | orjson.OPT_NAIVE_UTC
+
     def response(self, *args: Any, **kwargs: Any) -> Response:
-        if not ((self.compact is None and self._app.debug) or self.compact is False
+        fast = self._fast_answer(self._prepare_response_obj(args, kwargs), self._OPTIONS)
+        return fast if fast is not None else super().response(*args, **kwargs)
+
+    def response_with_times(self, obj: Any) -> Response:
+        """`obj`'s datetimes written as iso() writes them, everything else as `response`."""
+        fast = self._fast_answer(obj, self._TIMES_OPTIONS)
+        return fast if fast is not None else super().response(_iso_times(obj))
+
+    def _fast_answer(self, obj: Any, options: int) -> Response | None:
+        if ((self.compact is None and self._app.debug) or self.compact is False
                 or self.sort_keys or not self.ensure_ascii):
-            obj = self._prepare_response_obj(args, kwargs)
-            try:
-                body = orjson.dumps(obj, default=self.default, option=self._OPTIONS)
-            except (TypeError, orjson.JSONEncodeError):
-                body = None
-            if body is not None and body.isascii():
-                return self._app.response_class(body, mimetype=self.mimetype)
-        return super().response(*args, **kwargs)
+            return None
+        try:
+            body = orjson.dumps(obj, default=self.default, option=options)
+        except (TypeError, orjson.JSONEncodeError):
+            return None
+        if not body.isascii():
+            return None
+        return self._app.response_class(body, mimetype=self.mimetype)
+
+
+def _iso_times(obj: Any) -> Any:
+    """`obj` with every datetime turned into iso()'s text (the rare answers that go through
+    Flask's own encoder: non-ASCII text)."""
+    if isinstance(obj, datetime):
+        return iso(obj)
+    if isinstance(obj, dict):
+        return {key: _iso_times(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_iso_times(value) for value in obj]
+    return obj
+
+
+def json_with_times(obj: Any) -> Response:
+    """A JSON answer (like `jsonify(obj)`) whose datetimes are written as iso() writes them:
+    for the answers of user_transcription, admin_transcription, user_summary, error_logs."""
+    return current_app.json.response_with_times(obj)

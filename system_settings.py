@@ -5,7 +5,7 @@ import re
 
 from sqlalchemy import select
 
-from database import db
+from database import db, reader
 from i18n import LANGUAGES, SETTING_DEFAULT_LANGUAGE
 from languages import WHISPER_LANGUAGES, normalize_language, unknown_language_hint
 from limits import MAX_INT_ID
@@ -25,7 +25,7 @@ PROMPT_SETTINGS = {SETTING_ACTIVE_TRANSCRIBE_PROMPT: TranscribePrompt,
 
 
 def get_setting(key: str) -> str | None:
-    return db.session.execute(
+    return reader().execute(
         select(SystemSetting.setting_value).where(SystemSetting.setting_key == key)
     ).scalar_one_or_none()
 

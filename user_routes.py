@@ -14,7 +14,7 @@ import pipeline
 import submission_service
 from auth import piggyback_on_token_check, piggybacked_row
 from body_limits import refuse_if_cut
-from database import db
+from database import db, reader, reads_on_request_connection
 from errors import APIError
 from languages import WHISPER_LANGUAGES, normalize_language, unknown_language_hint
 from limits import MAX_FILENAME_LENGTH
@@ -22,8 +22,8 @@ from models import SEGMENTS_KIND, Document, JobStatus, Transcription, User
 from openapi import (DOCX, array, attachment, documented, error_response, json_response, ref,
                      string)
 from scratch import check_user_scratch
-from serializers import (FILE_TYPES, LEGACY_PATH_COLUMN, document_file_name, transcription_page,
-                         user_transcription)
+from serializers import (FILE_TYPES, LEGACY_PATH_COLUMN, document_file_name, json_with_times,
+                         transcription_page, user_transcription)
 from storage import legacy_document_path
 from subtitles import SUBTITLE_FORMATS
 from validation import document_kind, format_hms, pagination, parse_timestamp, uuid_id
@@ -115,9 +115,10 @@ def process():
 @jwt_required()
 def list_transcriptions():
     limit, offset = pagination()
-    rows = db.session.execute(transcription_page("user"), {
-        "user_id": current_user.id, "limit": limit, "offset": offset})
-    return jsonify([user_transcription(row) for row in rows])
+    # .all(): one fetch of the page, not a fetch per row.
+    rows = reader().execute(transcription_page("user"), {
+        "user_id": current_user.id, "limit": limit, "offset": offset}).all()
+    return json_with_times([user_transcription(row) for row in rows])
 
 
 @bp.get("/transcriptions/<transcription_id>")
@@ -126,7 +127,7 @@ def list_transcriptions():
 @jwt_required()
 def get_transcription(transcription_id: str):
     row = _own_transcription_row(transcription_id)
-    return jsonify(user_transcription(row))
+    return json_with_times(user_transcription(row))
 
 
 @bp.post("/transcriptions/<transcription_id>/cancel")
@@ -218,7 +219,7 @@ def _download_statement(kind: str, own: bool) -> Select:
 def download_row(kind: str, job_id: uuid.UUID, user_id: int | None = None):
     """The job (a user's own when `user_id` is given) and its document, in one statement."""
     params = {"job_id": job_id} if user_id is None else {"job_id": job_id, "user_id": user_id}
-    row = db.session.execute(_download_statement(kind, user_id is not None), params).first()
+    row = reader().execute(_download_statement(kind, user_id is not None), params).first()
     if row is None:
         raise APIError(404, "Transcription not found")
     return row
@@ -243,6 +244,9 @@ def _download_with_token_check(kind: str, token_check: Select) -> Select:
 # job and its document).
 for _endpoint in ("user.download", "user.download_named"):
     piggyback_on_token_check(_endpoint, _plan_download, _download_with_token_check)
+# The list and the downloads read plain rows only: no ORM session for them (subtitles, made
+# from a loaded job, still open one).
+reads_on_request_connection("user.list_transcriptions", "user.download", "user.download_named")
 
 
 def document_answer(kind: str, job_id: uuid.UUID, user_id: int | None = None,

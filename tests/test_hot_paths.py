@@ -7,6 +7,7 @@ import time
 import uuid
 from datetime import date, datetime, timezone
 
+import flask_sqlalchemy.session
 from argon2 import PasswordHasher
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.pool import NullPool
@@ -113,16 +114,23 @@ def test_reads_run_in_autocommit_and_writes_in_one_transaction(app, client, user
         log.close()
 
 
+# The admin reads that run on the request's Core connection (database.request_connection).
+ADMIN_HOT_READS = ("/admin/stats", "/admin/logs?limit=100", "/admin/transcriptions?limit=100",
+                   "/admin/users")
+
+
 def test_revocation_and_demotion_apply_to_the_next_request(app, client, make_user):
     boss = make_user("boss", is_admin=True)
     make_user("second-admin", is_admin=True)
     token = login(client, "boss")
-    assert client.get("/admin/stats", headers=bearer(token)).status_code == 200
+    for path in ADMIN_HOT_READS:
+        assert client.get(path, headers=bearer(token)).status_code == 200, path
     with app.app_context():
         db.session.get(User, boss.id).is_admin = False
         db.session.commit()
-    demoted = client.get("/admin/stats", headers=bearer(token))
-    assert demoted.status_code == 403
+    for path in ADMIN_HOT_READS:
+        demoted = client.get(path, headers=bearer(token))
+        assert demoted.status_code == 403, path
     assert client.get("/transcriptions", headers=bearer(token)).status_code == 200
     job_id = _jobs(app, boss.id, 1)[0]
     download = f"/download/word/{job_id}"
@@ -137,6 +145,61 @@ def test_revocation_and_demotion_apply_to_the_next_request(app, client, make_use
         db.session.commit()
     gone = client.get(download, headers=bearer(other))
     assert gone.status_code == 401 and "session has ended" in gone.get_json()["error"]
+
+
+def test_hot_reads_take_one_pooled_connection_and_no_orm_session(
+        app, client, user, admin, user_headers, admin_headers):
+    """The hot GET routes read on one Core connection per request (token check included);
+    other routes keep the ORM session, and the connection goes back to transactions."""
+    job_id = _jobs(app, user.id, 1)[0]
+    with app.app_context():
+        engine = db.engine
+    checkouts, sessions = [], []
+
+    def count_checkout(*_args) -> None:
+        checkouts.append(1)
+
+    def count_session(*_args) -> None:
+        sessions.append(1)
+    event.listen(engine.pool, "checkout", count_checkout)
+    event.listen(flask_sqlalchemy.session.Session, "after_begin", count_session)
+    try:
+        for path, headers, status in (
+                ("/transcriptions", user_headers, 200),
+                (f"/download/word/{job_id}", user_headers, 200),
+                (f"/download/word/{job_id}/talk%200.docx", user_headers, 200),
+                (f"/download/txt/{job_id}", user_headers, 404),
+                (f"/download/word/{uuid.uuid4()}", user_headers, 404),
+                (f"/admin/download/word/{job_id}", admin_headers, 200),
+                *((path, admin_headers, 200) for path in ADMIN_HOT_READS)):
+            checkouts.clear()
+            sessions.clear()
+            response = client.get(path, headers=headers)
+            assert response.status_code == status, path
+            assert (len(checkouts), len(sessions)) == (1, 0), path
+        checkouts.clear()
+        assert client.get(f"/transcriptions/{job_id}", headers=user_headers).status_code == 200
+        assert len(checkouts) == 1 and sessions  # an ordinary route: the session, as before
+    finally:
+        event.remove(engine.pool, "checkout", count_checkout)
+        event.remove(flask_sqlalchemy.session.Session, "after_begin", count_session)
+    with app.app_context():
+        assert not db.session.connection().connection.dbapi_connection.autocommit
+
+
+def test_a_hot_read_with_the_database_down_is_503_json(make_app):
+    from flask_jwt_extended import create_access_token
+
+    from auth import SignedInUser, token_claims
+    app = make_app(DATABASE_URL="postgresql://postgres@127.0.0.1:1/test")
+    with app.app_context():
+        someone = SignedInUser(1, "someone", False, 0)
+        token = create_access_token(identity=someone, additional_claims=token_claims(someone))
+    for path in ("/transcriptions", f"/download/word/{uuid.uuid4()}"):
+        response = app.test_client().get(path, headers=bearer(token))
+        assert response.status_code == 503, path
+        assert response.get_json() == {
+            "error": "The database is unavailable; try again in a moment"}
 
 
 def test_a_pooled_connection_closed_by_the_server_is_replaced_not_a_503(app, client, user,
@@ -284,3 +347,33 @@ def test_json_answers_are_the_bytes_flask_gives(app):
         for sample in samples:
             assert app.json.response(sample).get_data() == \
                 flask_json.response(sample).get_data(), sample
+
+
+def test_answers_with_times_write_them_as_iso_does(app):
+    """The list answers keep their timestamps as datetimes to the encoder
+    (serializers.json_with_times): the bytes stay those of Flask's encoder given iso()'s text."""
+    from datetime import timedelta
+
+    from flask.json.provider import DefaultJSONProvider
+
+    from serializers import iso, json_with_times
+    flask_json = DefaultJSONProvider(app)
+    flask_json.sort_keys = False
+    times = [datetime(2026, 1, 2, 3, 4, 5, 67, tzinfo=timezone.utc),
+             datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+             datetime(2026, 1, 2, 3, 4, 5, 678000),  # naive: stored in UTC (SQLite)
+             datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=7))), None]
+    samples = [
+        [{"id": "a", "created_at": when, "updated_at": when, "n": 1.5} for when in times],
+        {"id": "b", "created_at": times[0], "audio_file_name": "Été — 講演"},  # non-ASCII
+        [{"created_at": times[2], "big": 2**70}],  # past 64 bits: the standard library
+        [],
+    ]
+    with app.test_request_context():
+        for sample in samples:
+            as_text = (
+                [{k: iso(v) if isinstance(v, datetime) else v for k, v in row.items()}
+                 for row in sample] if isinstance(sample, list)
+                else {k: iso(v) if isinstance(v, datetime) else v for k, v in sample.items()})
+            assert json_with_times(sample).get_data() == \
+                flask_json.response(as_text).get_data(), sample
