@@ -244,8 +244,7 @@ def _download_with_token_check(kind: str, token_check: Select) -> Select:
 # job and its document).
 for _endpoint in ("user.download", "user.download_named"):
     piggyback_on_token_check(_endpoint, _plan_download, _download_with_token_check)
-# The list and the downloads read plain rows only: no ORM session for them (subtitles, made
-# from a loaded job, still open one).
+# The list and the downloads (subtitles included) read plain rows only: no ORM session.
 reads_on_request_connection("user.list_transcriptions", "user.download", "user.download_named")
 
 
@@ -254,16 +253,23 @@ def document_answer(kind: str, job_id: uuid.UUID, user_id: int | None = None,
     """A document or subtitles of a job (a user's own when `user_id` is given); `row`: the
     job and document already read with the token check, if any."""
     if kind in SUBTITLE_FORMATS:
-        return subtitle_response(_transcription_or_404(job_id, user_id), kind)
+        return subtitle_response(_subtitle_job_or_404(job_id, user_id), kind)
     return document_response(row if row is not None else download_row(kind, job_id, user_id),
                              kind)
 
 
-def _transcription_or_404(job_id: uuid.UUID, user_id: int | None) -> Transcription:
-    query = select(Transcription).where(Transcription.id == job_id)
+# What subtitles need of a job: plain columns, read on the request's connection like the other
+# downloads (an ORM load would open the session's own second connection).
+_SUBTITLE_JOB_COLUMNS = (Transcription.id, Transcription.engine, Transcription.txt_document_path,
+                         Transcription.start_seconds, Transcription.audio_file_name)
+
+
+def _subtitle_job_or_404(job_id: uuid.UUID, user_id: int | None):
+    query = select(*(column.label(column.key) for column in _SUBTITLE_JOB_COLUMNS)).where(
+        Transcription.id == job_id)
     if user_id is not None:
         query = query.where(Transcription.user_id == user_id)
-    job = db.session.execute(query).scalar_one_or_none()
+    job = reader().execute(query).first()
     if job is None:
         raise APIError(404, "Transcription not found")
     return job
@@ -285,14 +291,14 @@ def document_response(job, kind: str) -> Response:
     raise APIError(404, f"The {kind} document of this transcription is not ready")
 
 
-def subtitle_response(job: Transcription, kind: str) -> Response:
+def subtitle_response(job, kind: str) -> Response:
     """SRT or VTT made from the stored segments, timed against the source (a cut window's
-    start is added back)."""
-    segments = db.session.execute(select(Document.content).where(
+    start is added back). `job`: a row of `_subtitle_job_or_404`."""
+    segments = reader().execute(select(Document.content).where(
         Document.transcription_id == job.id,
         Document.kind == SEGMENTS_KIND)).scalar_one_or_none()
     if segments is None:
-        has_transcript = db.session.execute(select(Document.kind).where(
+        has_transcript = reader().execute(select(Document.kind).where(
             Document.transcription_id == job.id, Document.kind == "txt")).first() is not None
         if has_transcript or job.txt_document_path:
             raise APIError(404, f"This transcription has no timestamps: the engine that made it "

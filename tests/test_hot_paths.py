@@ -16,7 +16,7 @@ from werkzeug.security import generate_password_hash
 
 from conftest import TEST_PASSWORD, bearer, login
 from database import db
-from models import Document, Transcription, User
+from models import SEGMENTS_KIND, Document, Transcription, User
 from password import hash_password, verify_password
 
 
@@ -151,8 +151,11 @@ def test_hot_reads_take_one_pooled_connection_and_no_orm_session(
         app, client, user, admin, user_headers, admin_headers):
     """The hot GET routes read on one Core connection per request (token check included);
     other routes keep the ORM session, and the connection goes back to transactions."""
-    job_id = _jobs(app, user.id, 1)[0]
+    job_id, timed_id = _jobs(app, user.id, 2)
     with app.app_context():
+        db.session.add(Document(transcription_id=timed_id, kind=SEGMENTS_KIND,
+                                content=b'[[0.0, 1.5, "Selamat pagi"]]'))
+        db.session.commit()
         engine = db.engine
     checkouts, sessions = [], []
 
@@ -169,6 +172,9 @@ def test_hot_reads_take_one_pooled_connection_and_no_orm_session(
                 (f"/download/word/{job_id}", user_headers, 200),
                 (f"/download/word/{job_id}/talk%200.docx", user_headers, 200),
                 (f"/download/txt/{job_id}", user_headers, 404),
+                (f"/download/srt/{job_id}", user_headers, 404),  # no segments: not ready
+                (f"/download/vtt/{timed_id}", user_headers, 200),
+                (f"/admin/download/srt/{timed_id}", admin_headers, 200),
                 (f"/download/word/{uuid.uuid4()}", user_headers, 404),
                 (f"/admin/download/word/{job_id}", admin_headers, 200),
                 *((path, admin_headers, 200) for path in ADMIN_HOT_READS)):
