@@ -255,7 +255,11 @@ def test_database_restart_under_load(stack, tmp_path, whisper, small_audio, star
             "'old talk ' || g, now() - make_interval(days => g), now() - make_interval(days => g) "
             "FROM users u, generate_series(1, 1000) g WHERE u.username = 'pg-user-0'"))
     history = set(job_rows(db.engine))
-    server = start_gunicorn(ezra_env(db.url, storage, whisper), name="gunicorn-pg")
+    # gunicorn.conf.py recycles a worker after 2000-2200 requests; the loops below send ~3000
+    # (503s come back fast while the database is away), and a recycled worker would read as
+    # one the outage restarted.
+    server = start_gunicorn(ezra_env(db.url, storage, whisper), ("--max-requests", "0"),
+                            name="gunicorn-pg")
     headers = {user: Client(server.url).login(user) for user in users + ["pg-late"]}
 
     # Jobs from several connections (so from both workers); pg-late fills its quota too, so
