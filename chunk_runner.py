@@ -34,10 +34,10 @@ def run_pending(count: int, work: Callable[[int], str], store: ChunkStore,
     def report() -> None:
         if sizes is None:
             store.progress(len(results), count)
-        elif len(results) >= count:
-            store.progress(total, total)
-        else:
-            store.progress(min(total, int(sum(sizes[i] for i in results if i < count))), total)
+            return
+        finished = [i for i in results if 0 <= i < count]  # a store may hold marker indexes
+        store.progress(total if len(finished) == count
+                       else min(total, int(sum(sizes[i] for i in finished))), total)
 
     report()
     stop = threading.Event()

@@ -199,7 +199,7 @@ class _ByteLimit:
             raise FetchError(CANCELLED_MESSAGE)
         if done > self.max_bytes or (total and total > self.max_bytes):
             raise too_large(total if total and total > self.max_bytes else None,
-                             self.max_bytes)
+                            self.max_bytes)
         if self.progress is not None:
             expected = total or estimate
             self.progress(done, int(expected) if expected else None)
