@@ -9,7 +9,7 @@ from typing import Callable, Hashable
 from flask import Flask, current_app, g, has_request_context, request
 from flask_jwt_extended import JWTManager
 
-from database import db, reader
+from database import PreparedRead, db, reader
 from errors import error_response
 from sqlalchemy import Select, bindparam, delete, exists, select
 
@@ -69,6 +69,7 @@ _TOKEN_CHECK = select(
     exists().where(_REVOKED_KEYS).label("revoked"),
 ).where(_users.c.id == bindparam("user_id"))
 _REVOKED = select(exists().where(_REVOKED_KEYS))
+_TOKEN_CHECK_READ = PreparedRead(_TOKEN_CHECK)
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,8 @@ def piggyback_on_token_check(endpoint: str, plan, build) -> None:
 
 
 @functools.cache
-def _extended_token_check(endpoint: str, key: Hashable) -> Select:
-    return _piggybacks[endpoint].build(key, _TOKEN_CHECK)
+def _extended_token_check(endpoint: str, key: Hashable) -> PreparedRead:
+    return PreparedRead(_piggybacks[endpoint].build(key, _TOKEN_CHECK))
 
 
 def piggybacked_row():
@@ -114,13 +115,13 @@ def _is_revoked(_header: dict, payload: dict) -> bool:
     keys = {"jti": jti, "family": _family_key(family) if isinstance(family, str) else jti}
     if user_id is None:
         return bool(reader().execute(_REVOKED, keys).scalar())
-    statement, params = _TOKEN_CHECK, {**keys, "user_id": user_id}
+    statement, params = _TOKEN_CHECK_READ, {**keys, "user_id": user_id}
     piggyback = _piggybacks.get(request.endpoint) if has_request_context() else None
     planned = piggyback.plan(request.view_args or {}) if piggyback else None
     if planned is not None:
         statement = _extended_token_check(request.endpoint, planned[0])
         params |= planned[1]
-    row = reader().execute(statement, params).first()
+    row = statement.execute(params).first()
     g.ezra_token_user = (SignedInUser(row.id, row.username, bool(row.is_admin),
                                       row.token_version) if row else None)
     if planned is not None and row is not None:

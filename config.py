@@ -54,6 +54,9 @@ def _parse_list(name: str, raw: str) -> list[str]:
 _VARIABLES: dict[str, tuple[Any, Callable[[str, str], Any]]] = {
     "EZRA_ENV": ("development", lambda n, v: v.strip().lower()),
     "DATABASE_URL": (None, lambda n, v: v.strip()),
+    # Hot reads are planned once per connection (database.PreparedRead); false behind a
+    # pooler in transaction mode (PgBouncer), which may run EXECUTE on another connection.
+    "DATABASE_PREPARED_STATEMENTS": (True, _parse_bool),
     "JWT_SECRET_KEY": (None, lambda n, v: v),
     "JWT_ACCESS_TOKEN_HOURS": (12, lambda n, v: _parse_int(n, v, 1)),
     "JWT_REFRESH_TOKEN_DAYS": (30, lambda n, v: _parse_int(n, v, 1)),

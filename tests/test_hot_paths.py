@@ -21,16 +21,22 @@ from password import hash_password, verify_password
 
 
 class StatementLog:
-    """Statements the app's engine sends, with whether the connection was in autocommit."""
+    """Statements the app's engine sends, with whether the connection was in autocommit.
+    A PREPARE (once per pooled connection and hot read, database.PreparedRead) is kept apart
+    in `prepared`: the counts are of what every request sends."""
 
     def __init__(self, app):
         with app.app_context():
             self.engine = db.engine
         self.entries: list[tuple[str, bool]] = []
+        self.prepared: list[str] = []
         event.listen(self.engine, "before_cursor_execute", self._record)
 
     def _record(self, conn, _cursor, statement, *_args):
-        self.entries.append((statement, bool(conn.connection.dbapi_connection.autocommit)))
+        if statement.startswith("PREPARE "):
+            self.prepared.append(statement)
+        else:
+            self.entries.append((statement, bool(conn.connection.dbapi_connection.autocommit)))
 
     def take(self) -> list[tuple[str, bool]]:
         entries, self.entries = self.entries, []
@@ -383,3 +389,76 @@ def test_answers_with_times_write_them_as_iso_does(app):
                 else {k: iso(v) if isinstance(v, datetime) else v for k, v in sample.items()})
             assert json_with_times(sample).get_data() == \
                 flask_json.response(as_text).get_data(), sample
+
+
+def _prepare_and_execute(log: StatementLog) -> tuple[list[str], list[str]]:
+    executes = [statement for statement, _ in log.take() if statement.startswith("EXECUTE ")]
+    prepared, log.prepared = log.prepared, []
+    return prepared, executes
+
+
+def test_hot_reads_are_planned_once_per_connection(app, client, user, user_headers):
+    """database.PreparedRead: the token check (with a download's job and document) is
+    prepared the first time a pooled connection runs it, then only executed; a server that
+    forgot it (DEALLOCATE or DISCARD ALL on the connection) gets it prepared again."""
+    job_id = _jobs(app, user.id, 1)[0]
+    with app.app_context():
+        engine = db.engine
+        engine.dispose()  # one pooled connection from here on: the requests are sequential
+    log = StatementLog(app)
+    try:
+        download = f"/download/word/{job_id}"
+        first = client.get(download, headers=user_headers)
+        assert first.status_code == 200 and first.data == b"PK"
+        prepared, executes = _prepare_and_execute(log)
+        assert len(prepared) == 1 and len(executes) == 1
+        name = prepared[0].split()[1]
+        assert executes[0].startswith(f"EXECUTE {name} ")
+        for _ in range(3):
+            assert client.get(download, headers=user_headers).data == b"PK"
+            assert _prepare_and_execute(log) == ([], [f"EXECUTE {name} " + executes[0].split(
+                " ", 2)[2]])
+        # The same statement answers a missing document and an unknown job.
+        assert client.get(f"/download/txt/{job_id}", headers=user_headers).status_code == 404
+        assert client.get(f"/download/word/{uuid.uuid4()}", headers=user_headers
+                          ).status_code == 404
+        with engine.connect() as conn:  # the one pooled connection
+            conn.exec_driver_sql("DEALLOCATE ALL")
+            conn.commit()
+        _prepare_and_execute(log)
+        again = client.get(download, headers=user_headers)
+        assert again.status_code == 200 and again.data == b"PK"
+        prepared, executes = _prepare_and_execute(log)
+        assert [p.split()[1] for p in prepared] == [name]
+        assert len(executes) == 2  # the one the server no longer knew, and the retry
+    finally:
+        log.close()
+
+
+def test_prepared_reads_can_be_turned_off_with_the_same_answers(make_app, make_user):
+    answers = {}
+    for prepared in (True, False):
+        app = make_app(DATABASE_PREPARED_STATEMENTS=prepared)
+        client = app.test_client()
+        someone = make_user(f"someone-{prepared}".lower())
+        job_id = _jobs(app, someone.id, 1)[0]
+        headers = bearer(login(client, someone.username))
+        log = StatementLog(app)
+        try:
+            seen = []
+            for path in (f"/download/word/{job_id}", f"/download/md/{job_id}",
+                         f"/download/word/{uuid.uuid4()}", "/transcriptions"):
+                response = client.get(path, headers=headers)
+                seen.append((response.status_code, response.data if response.status_code == 200
+                             and path != "/transcriptions" else response.get_json()))
+            statements = [statement for statement, _ in log.take()]
+            assert bool(log.prepared) is prepared
+            assert any(s.startswith("EXECUTE ") for s in statements) is prepared
+        finally:
+            log.close()
+        answers[prepared] = [(status, body if isinstance(body, bytes) else
+                              (len(body) if isinstance(body, list) else body))
+                             for status, body in seen]
+    assert answers[True] == answers[False]
+    assert [status for status, _ in answers[True]] == [200, 404, 404, 200]
+
