@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Hashable
@@ -16,7 +18,56 @@ from sqlalchemy import Select, bindparam, delete, exists, select
 from models import RevokedToken, User, utcnow
 
 
-jwt = JWTManager()
+class _VerifiedTokens:
+    """Tokens this process has verified, with their claims: a bounded map, oldest out first."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._claims: dict[tuple[str, str], dict] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> dict | None:
+        return self._claims.get(key)
+
+    def put(self, key: tuple[str, str], claims: dict) -> None:
+        with self._lock:
+            self._claims[key] = claims
+            while len(self._claims) > self.size:
+                del self._claims[next(iter(self._claims))]
+
+
+class JWTWithVerifiedTokens(JWTManager):
+    """Flask-JWT-Extended that remembers the tokens it has verified (signature, algorithm,
+    claims) for as long as they are valid, keyed by the token and the secret. Under load,
+    verifying was a quarter of a download's Python CPU: PyJWT parsed each token three times
+    per request, checking every character (py-spy, bench/README). A token's signature never
+    changes its verdict, so a remembered token only has its expiry checked again; revocation,
+    demotion and the user are still read from the database on every request (`_is_revoked`,
+    `_load_user`). Overrides the one method through which Flask-JWT-Extended decodes every
+    token (`decode_token`, `jwt_required`). Should an upgrade rename it, the override is
+    never called: tokens are then verified every time, as before, and
+    tests/test_hot_paths.py fails on the parse count."""
+
+    def _decode_jwt_from_config(self, encoded_token: str, csrf_value=None,
+                                allow_expired: bool = False) -> dict:
+        if csrf_value is not None or allow_expired:
+            return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+        config = current_app.config
+        key = (encoded_token, config["JWT_SECRET_KEY"])
+        verified = current_app.extensions.get(_VERIFIED_TOKENS)
+        claims = verified.get(key) if verified is not None else None
+        # PyJWT's own rule: expired once exp <= now - leeway.
+        if claims is None or claims["exp"] <= time.time() - config["JWT_DECODE_LEEWAY"]:
+            claims = super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+            if verified is not None and isinstance(claims.get("exp"), (int, float)):
+                verified.put(key, claims)
+        return dict(claims)  # callers may change theirs
+
+
+_VERIFIED_TOKENS = "ezra_verified_tokens"
+VERIFIED_TOKENS_PER_PROCESS = 4096  # ~1 KB each
+
+jwt = JWTWithVerifiedTokens()
 
 
 def init_jwt(app: Flask) -> None:
@@ -31,6 +82,7 @@ def init_jwt(app: Flask) -> None:
     app.config["JWT_COOKIE_CSRF_PROTECT"] = False
     app.config["JWT_ENCODE_NBF"] = False
     jwt.init_app(app)
+    app.extensions[_VERIFIED_TOKENS] = _VerifiedTokens(VERIFIED_TOKENS_PER_PROCESS)
 
 
 def token_claims(user: User | SignedInUser, family: str | None = None) -> dict:

@@ -462,3 +462,75 @@ def test_prepared_reads_can_be_turned_off_with_the_same_answers(make_app, make_u
     assert answers[True] == answers[False]
     assert [status for status, _ in answers[True]] == [200, 404, 404, 200]
 
+
+def _count_token_parses(monkeypatch) -> list[int]:
+    """How many times PyJWT parses a token (each parse checks every character)."""
+    from jwt.api_jws import PyJWS
+    parses = [0]
+    real_load = PyJWS._load
+
+    def counting_load(self, token):
+        parses[0] += 1
+        return real_load(self, token)
+    monkeypatch.setattr(PyJWS, "_load", counting_load)
+    return parses
+
+
+def test_a_verified_token_is_not_verified_again_but_still_checked_every_request(
+        app, client, user, monkeypatch):
+    """auth.JWTWithVerifiedTokens: a token verified once is remembered; revocation, the
+    user and expiry still apply to the very next request."""
+    parses = _count_token_parses(monkeypatch)
+    token = login(client, user.username)
+    path = "/transcriptions"
+    parses[0] = 0
+    assert client.get(path, headers=bearer(token)).status_code == 200
+    first = parses[0]
+    parses[0] = 0
+    assert client.get(path, headers=bearer(token)).status_code == 200
+    assert first >= 3 and parses[0] == 1  # only Flask-JWT-Extended's header read is left
+    # A changed signature is another token: verified, and refused.
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    refused = client.get(path, headers=bearer(forged))
+    assert refused.status_code == 401 and "invalid" in refused.get_json()["error"]
+    # Another secret: the remembered verdict was for the old one.
+    secret = app.config["JWT_SECRET_KEY"]
+    app.config["JWT_SECRET_KEY"] = secret + "-rotated"
+    try:
+        assert client.get(path, headers=bearer(token)).status_code == 401
+    finally:
+        app.config["JWT_SECRET_KEY"] = secret
+    assert client.get(path, headers=bearer(token)).status_code == 200
+    # Signing out revokes the remembered token at once.
+    assert client.post("/logout", headers=bearer(token)).status_code == 200
+    revoked = client.get(path, headers=bearer(token))
+    assert revoked.status_code == 401 and "revoked" in revoked.get_json()["error"]
+
+
+def test_a_remembered_token_expires_on_time(app, client, user):
+    from datetime import timedelta
+
+    from flask_jwt_extended import create_access_token
+
+    from auth import token_claims
+    with app.app_context():
+        token = create_access_token(identity=user, additional_claims=token_claims(user),
+                                    expires_delta=timedelta(seconds=1))
+    assert client.get("/transcriptions", headers=bearer(token)).status_code == 200
+    deadline = time.monotonic() + 5
+    while True:
+        expired = client.get("/transcriptions", headers=bearer(token))
+        if expired.status_code != 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert expired.status_code == 401
+    assert expired.get_json() == {"error": "The access token has expired; please sign in again"}
+
+
+def test_remembered_tokens_are_bounded():
+    from auth import _VerifiedTokens
+    remembered = _VerifiedTokens(3)
+    for n in range(5):
+        remembered.put((f"token-{n}", "secret"), {"exp": n})
+    assert [remembered.get((f"token-{n}", "secret")) for n in range(5)] == [
+        None, None, {"exp": 2}, {"exp": 3}, {"exp": 4}]
