@@ -304,6 +304,7 @@ def test_cancel_then_retry_resumes_without_resubmitting(setup, fake_whisper, tal
     assert client.post(f"/transcriptions/{job_id}/cancel", headers=headers).status_code == 409
 
     fake_whisper.never_finish = False
+    wait_until_true(lambda: lease_released(app, job_id), 10, "the lease handed back")
     retry = client.post(f"/transcriptions/{job_id}/retry", headers=headers)
     assert retry.status_code == 200, retry.get_json()
     assert wait_for(client, headers, job_id)["status"] == "completed"
