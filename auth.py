@@ -56,8 +56,11 @@ class JWTWithVerifiedTokens(JWTManager):
         key = (encoded_token, config["JWT_SECRET_KEY"])
         verified = current_app.extensions.get(_VERIFIED_TOKENS)
         claims = verified.get(key) if verified is not None else None
-        # PyJWT's own rule: expired once exp <= now - leeway.
-        if claims is None or claims["exp"] <= time.time() - config["JWT_DECODE_LEEWAY"]:
+        leeway = config["JWT_DECODE_LEEWAY"]
+        if isinstance(leeway, timedelta):
+            leeway = leeway.total_seconds()
+        # PyJWT's own rule: expired once int(exp) <= now - leeway.
+        if claims is None or int(claims["exp"]) <= time.time() - leeway:
             claims = super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
             if verified is not None and isinstance(claims.get("exp"), (int, float)):
                 verified.put(key, claims)

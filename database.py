@@ -107,9 +107,10 @@ class PreparedRead:
     only runs (EXECUTE) on every request. Planning the token check joined with a download
     costs the server about 0.15 ms, running it 0.03 ms: planning was most of the database's
     share of a download (bench/README). On the request's Core connection only (autocommit:
-    a failed PREPARE cannot abort a transaction); elsewhere, and on SQLite, or with
-    DATABASE_PREPARED_STATEMENTS=false (a pooler in transaction mode, e.g. PgBouncer, hands
-    each statement to any server connection), the statement runs as it is."""
+    a failed PREPARE cannot abort a transaction) through psycopg2; elsewhere, on SQLite, and
+    with DATABASE_PREPARED_STATEMENTS=false the statement runs as it is. Behind a pooler in
+    transaction mode (PgBouncer) the setting must be false: it hands each statement to any
+    server connection, which may not have the PREPARE."""
 
     _names = itertools.count(1)
 
@@ -123,29 +124,40 @@ class PreparedRead:
     def execute(self, params: dict) -> Result:
         """Run on this request's reader (see `reader()`) with `params`."""
         connection = request_connection()
-        if (connection is None or connection.dialect.name != "postgresql"
+        if (connection is None or connection.dialect.driver != "psycopg2"
                 or not current_app.config.get("DATABASE_PREPARED_STATEMENTS", True)):
             return reader().execute(self.statement, params)
         if self._execute is None:
             self._build(connection)
         prepared = connection.info.setdefault(_PREPARED, set())
         if self.name not in prepared:
-            connection.exec_driver_sql(self._prepare_sql)
+            self._prepare(connection)
             prepared.add(self.name)
         try:
             return connection.execute(self._execute, params)
         except DBAPIError as error:
-            # 26000: the server no longer has it (a DISCARD ALL, a pooler's other connection).
-            if getattr(error.orig, "pgcode", None) != "26000":
+            code = getattr(error.orig, "pgcode", None)
+            if code not in (_NOT_PREPARED, _RESULT_TYPE_CHANGED):
                 raise
-            connection.exec_driver_sql(self._prepare_sql)
+            if code == _RESULT_TYPE_CHANGED:  # a migration changed a column it reads
+                connection.exec_driver_sql(f"DEALLOCATE {self.name}")
+            self._prepare(connection)
             return connection.execute(self._execute, params)
+
+    def _prepare(self, connection: Connection) -> None:
+        try:
+            connection.exec_driver_sql(self._prepare_sql)
+        except DBAPIError as error:
+            if getattr(error.orig, "pgcode", None) != _ALREADY_PREPARED:
+                raise
 
     def _build(self, connection: Connection) -> None:
         with self._lock:
             if self._execute is not None:
                 return
             compiled = self.statement.compile(dialect=connection.dialect)
+            if "POSTCOMPILE" in compiled.string or compiled.escaped_bind_names:
+                raise ValueError(f"{self.name}: expanding or escaped binds cannot be prepared")
             names: list[str] = []
 
             def positional(match: re.Match) -> str:
@@ -153,15 +165,25 @@ class PreparedRead:
                     names.append(match.group(1))
                 return f"${names.index(match.group(1)) + 1}"
 
-            body = _PYFORMAT_BIND.sub(positional, compiled.string).replace("%%", "%")
+            # `%%` stays: psycopg2 formats the PREPARE too (SQLAlchemy passes it no parameters
+            # but an empty mapping), turning it back into `%`.
+            body = _PYFORMAT_BIND.sub(positional, compiled.string)
             self._prepare_sql = f"PREPARE {self.name} AS {body}"
-            binds = [bindparam(name, value=compiled.binds[name].value,
-                               type_=compiled.binds[name].type) for name in names]
+            binds = []
+            for name in names:
+                source = compiled.binds[name]
+                # A parameter stays required; a value written into the statement (a literal
+                # compared with) is passed along as its default.
+                binds.append(bindparam(name, type_=source.type, required=True) if source.required
+                             else bindparam(name, value=source.value, type_=source.type))
             self._execute = text(f"EXECUTE {self.name} ({', '.join(':' + n for n in names)})") \
                 .bindparams(*binds) \
                 .columns(*(column(c.name, c.type) for c in self.statement.selected_columns))
 
 
+# PostgreSQL's SQLSTATEs: no such prepared statement (DEALLOCATE or DISCARD ALL ran), one of
+# that name exists already, and "cached plan must not change result type".
+_NOT_PREPARED, _ALREADY_PREPARED, _RESULT_TYPE_CHANGED = "26000", "42P05", "0A000"
 _PYFORMAT_BIND = re.compile(r"%\((\w+)\)s")
 _PREPARED = "ezra_prepared_reads"  # names prepared on a DBAPI connection (its pool info)
 

@@ -15,6 +15,7 @@ from sqlalchemy.pool import NullPool
 from werkzeug.security import generate_password_hash
 
 from conftest import TEST_PASSWORD, bearer, login
+import database
 from database import db
 from models import SEGMENTS_KIND, Document, Transcription, User
 from password import hash_password, verify_password
@@ -431,8 +432,62 @@ def test_hot_reads_are_planned_once_per_connection(app, client, user, user_heade
         prepared, executes = _prepare_and_execute(log)
         assert [p.split()[1] for p in prepared] == [name]
         assert len(executes) == 2  # the one the server no longer knew, and the retry
+        # The pool forgot what the server still has (a pooler's connection): PREPARE says it
+        # exists already (42P05), and the statement runs.
+        with engine.connect() as conn:
+            conn.info[database._PREPARED].clear()
+        assert client.get(download, headers=user_headers).data == b"PK"
+        prepared, executes = _prepare_and_execute(log)
+        assert [p.split()[1] for p in prepared] == [name] and len(executes) == 1
     finally:
         log.close()
+
+
+def test_a_prepared_read_follows_a_changed_column_type(app, client, user, user_headers):
+    """A migration that changes the type of a column a prepared read returns makes its
+    EXECUTE fail ("cached plan must not change result type"): it is prepared again."""
+    job_id = _jobs(app, user.id, 1)[0]
+    with app.app_context():
+        engine = db.engine
+        engine.dispose()
+    download = f"/download/word/{job_id}"
+    assert client.get(download, headers=user_headers).data == b"PK"
+    other = create_engine(app.config["SQLALCHEMY_DATABASE_URI"], poolclass=NullPool,
+                          isolation_level="AUTOCOMMIT")
+    log = StatementLog(app)
+    try:
+        with other.connect() as conn:
+            conn.execute(text("ALTER TABLE transcriptions ALTER COLUMN audio_file_name "
+                              "TYPE varchar(2000)"))
+        answer = client.get(download, headers=user_headers)
+        assert answer.status_code == 200 and answer.data == b"PK"
+        assert "talk 0" in answer.headers["Content-Disposition"]
+        statements = [statement.split(" ", 2)[:2] for statement, _ in log.take()]
+        assert statements[0][0] == "EXECUTE" and ["DEALLOCATE", statements[0][1]] in statements
+        assert len(log.prepared) == 1
+    finally:
+        log.close()
+        with other.connect() as conn:
+            conn.execute(text("ALTER TABLE transcriptions ALTER COLUMN audio_file_name TYPE text"))
+        other.dispose()
+
+
+def test_a_prepared_read_refuses_a_missing_parameter(app):
+    """A parameter left out is an error, as with the statement itself, never a silent NULL."""
+    import pytest
+    from sqlalchemy import bindparam, select
+    from sqlalchemy.exc import StatementError
+
+    from models import User as UserModel
+    read = database.PreparedRead(select(UserModel.id).where(UserModel.id == bindparam("user_id")))
+    with app.test_request_context("/transcriptions", method="GET"):  # a hot read's route
+        try:
+            assert database.request_connection() is not None
+            with pytest.raises(StatementError, match="user_id"):
+                read.execute({})
+            assert read.execute({"user_id": -1}).first() is None
+        finally:
+            database.close_request_connection()
 
 
 def test_prepared_reads_can_be_turned_off_with_the_same_answers(make_app, make_user):
@@ -514,10 +569,11 @@ def test_a_remembered_token_expires_on_time(app, client, user):
 
     from auth import token_claims
     with app.app_context():
+        # `exp` is written in whole seconds: this token lives 2 to 3 s.
         token = create_access_token(identity=user, additional_claims=token_claims(user),
-                                    expires_delta=timedelta(seconds=1))
+                                    expires_delta=timedelta(seconds=3))
     assert client.get("/transcriptions", headers=bearer(token)).status_code == 200
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 8
     while True:
         expired = client.get("/transcriptions", headers=bearer(token))
         if expired.status_code != 200 or time.monotonic() > deadline:
