@@ -243,6 +243,15 @@ class Sample:
     requests: int
     unexpected: int
     peak_rss_kib: int
+    worker_cpu_ms: float  # the workers' CPU per request
+    machine_busy: float  # the share of all CPUs busy during the measurement (any process)
+
+
+def machine_busy_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
 
 
 @dataclass
@@ -291,12 +300,15 @@ def wrk(server: Server, route: Route, token: str, tmp: Path, duration: int,
                 peak = max(peak, memory_kib(pid).get("VmRSS", 0))
             stop.wait(0.05)
     sampler = threading.Thread(target=sample_memory, daemon=True)
+    cpu_before, ticks_before = server.cpu_seconds(), machine_busy_ticks()
     sampler.start()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
     finally:
         stop.set()
         sampler.join(timeout=30)
+    cpu_used = server.cpu_seconds() - cpu_before
+    busy, total = (after - before for after, before in zip(machine_busy_ticks(), ticks_before))
     out = done.stdout
     if os.environ.get("BENCH_SHOW_WRK"):
         say(out)
@@ -311,7 +323,9 @@ def wrk(server: Server, route: Route, token: str, tmp: Path, duration: int,
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     socket_errors = sum(int(x) for x in errors.groups()) if errors else 0
     unexpected = (non2xx if route.expect < 300 else requests - non2xx) + socket_errors
-    return Sample(rps, p50, p99, requests, unexpected, peak)
+    return Sample(rps, p50, p99, requests, unexpected, peak,
+                  worker_cpu_ms=cpu_used * 1000 / max(requests, 1),
+                  machine_busy=busy / total if total else float("nan"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,6 +518,13 @@ def report(routes, cells, counts, peaks, servers, args) -> None:
         f"{r.label}: A " + "/".join(f"{s.rps:.0f}" for s in cells[(r.label, 'A')].samples)
         + " B " + "/".join(f"{s.rps:.0f}" for s in cells[(r.label, 'B')].samples)
         for r in routes))
+    say("per round, gunicorn CPU per request (ms) and the share of the machine's CPUs busy (a "
+        "round that halves with CPUs idle is the machine, not the code): " + "; ".join(
+            f"{r.label}: " + " ".join(
+                name + " " + "/".join(f"{s.worker_cpu_ms:.2f}@{s.machine_busy:.0%}"
+                                      for s in cells[(r.label, name)].samples)
+                for name in ("A", "B"))
+            for r in routes))
     for server in servers:
         name = server.co.name
         say(f"{name}: peak RSS (VmHWM) of each worker over the whole run: "
