@@ -78,10 +78,10 @@ def init_jwt(app: Flask) -> None:
     app.config["JWT_REFRESH_TOKEN_EXPIRES"] = timedelta(days=app.config["JWT_REFRESH_TOKEN_DAYS"])
     app.config["JWT_TOKEN_LOCATION"] = ["headers"]
     app.config["JWT_ALGORITHM"] = "HS256"
-    # Shorter tokens: every request's token is parsed four times by PyJWT (Flask-JWT-Extended
-    # reads it unverified, then verified, and its header twice), each parse checking every
-    # character. The CSRF claim serves cookie tokens only (these are headers), and `nbf`
-    # would repeat `iat`; tokens that carry them are still accepted.
+    # Shorter tokens: PyJWT checks every character of a token each time it parses one (four
+    # times for a token not yet remembered, once for its header after that). The CSRF claim
+    # serves cookie tokens only (these are headers), and `nbf` would repeat `iat`; tokens
+    # that carry them are still accepted.
     app.config["JWT_COOKIE_CSRF_PROTECT"] = False
     app.config["JWT_ENCODE_NBF"] = False
     jwt.init_app(app)
