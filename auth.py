@@ -140,14 +140,17 @@ def piggyback_on_token_check(endpoint: str, plan, build) -> None:
     """Let a hot route read its own data in the token check's statement: one round trip for
     both. `plan(view_args)` returns `(key, parameters)`, or None to read nothing (e.g. a bad
     id: the view then answers its own error after the token check); `build(key,
-    token_check)` extends the token check statement (built once per key). The view takes
-    the row with `piggybacked_row()`."""
+    token_check)` extends the token check statement (built once per `build` and key). The
+    view takes the row with `piggybacked_row()`."""
     _piggybacks[endpoint] = _Piggyback(plan, build)
 
 
 @functools.cache
-def _extended_token_check(endpoint: str, key: Hashable) -> PreparedRead:
-    return PreparedRead(_piggybacks[endpoint].build(key, _TOKEN_CHECK))
+def _extended_token_check(build: Callable[[Hashable, Select], Select],
+                          key: Hashable) -> PreparedRead:
+    """Built once per extension and key: endpoints that share one (a download and its named
+    link) share the statement, so a connection prepares it once."""
+    return PreparedRead(build(key, _TOKEN_CHECK))
 
 
 def piggybacked_row():
@@ -174,7 +177,7 @@ def _is_revoked(_header: dict, payload: dict) -> bool:
     piggyback = _piggybacks.get(request.endpoint) if has_request_context() else None
     planned = piggyback.plan(request.view_args or {}) if piggyback else None
     if planned is not None:
-        statement = _extended_token_check(request.endpoint, planned[0])
+        statement = _extended_token_check(piggyback.build, planned[0])
         params |= planned[1]
     row = statement.execute(params).first()
     g.ezra_token_user = (SignedInUser(row.id, row.username, bool(row.is_admin),
