@@ -1,6 +1,7 @@
 """The database handle: SQLAlchemy with a constraint naming convention, and Alembic."""
 from __future__ import annotations
 
+import collections
 import itertools
 import re
 import select
@@ -11,7 +12,7 @@ from flask import current_app, g, has_request_context, request
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Connection, MetaData, Result, Select, bindparam, column, event, text
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import Pool
 
@@ -62,9 +63,13 @@ def _reads_in_autocommit(_session, _transaction, connection) -> None:
 
 
 def _autocommit(connection: Connection) -> None:
-    """psycopg2's own flag is switched (nothing is sent yet at this point); SQLAlchemy's
+    reads_in_autocommit(connection.connection)
+
+
+def reads_in_autocommit(pooled) -> None:
+    """Switch a pooled DBAPI connection to autocommit until it is checked in again.
+    psycopg2's own flag is switched (nothing is sent yet at this point); SQLAlchemy's
     isolation_level option would send SET default_transaction_isolation on the way back."""
-    pooled = connection.connection
     if getattr(pooled.dbapi_connection, "autocommit", None) is False:  # psycopg2 only
         pooled.dbapi_connection.autocommit = True
         pooled.info[_READING] = True
@@ -107,8 +112,9 @@ class PreparedRead:
     only runs (EXECUTE) on every request. Planning the token check joined with a download
     costs the server about 0.15 ms, running it 0.03 ms: planning was most of the database's
     share of a download (bench/README). On the request's Core connection only (autocommit:
-    a failed PREPARE cannot abort a transaction) through psycopg2; elsewhere, on SQLite, and
-    with DATABASE_PREPARED_STATEMENTS=false the statement runs as it is. Behind a pooler in
+    a failed PREPARE cannot abort a transaction) through psycopg2, or straight on a pooled
+    connection (`first_row_on`, the download lane); elsewhere, on SQLite, and with
+    DATABASE_PREPARED_STATEMENTS=false the statement runs as it is. Behind a pooler in
     transaction mode (PgBouncer) the setting must be false: it hands each statement to any
     server connection, which may not have the PREPARE."""
 
@@ -124,38 +130,65 @@ class PreparedRead:
     def execute(self, params: dict) -> Result:
         """Run on this request's reader (see `reader()`) with `params`."""
         connection = request_connection()
-        if (connection is None or connection.dialect.driver != "psycopg2"
-                or not current_app.config.get("DATABASE_PREPARED_STATEMENTS", True)):
+        if connection is None or not prepared_reads_enabled(current_app, connection.dialect):
             return reader().execute(self.statement, params)
         if self._execute is None:
-            self._build(connection)
-        prepared = connection.info.setdefault(_PREPARED, set())
+            self._build(connection.dialect)
+        return self._run(connection.info, connection.exec_driver_sql,
+                         lambda: connection.execute(self._execute, params))
+
+    def first_row_on(self, pooled, dialect, params: dict) -> tuple | None:
+        """The first row, run straight on a pooled psycopg2 connection in autocommit (the
+        download lane's read): no SQLAlchemy execution layer, so no type processing either.
+        `params` must be values psycopg2 sends as they are (a UUID as its text); the row is a
+        named tuple of psycopg2's values (bytea as memoryview, uuid as text)."""
+        if self._execute is None:
+            self._build(dialect)
+        values = {name: params[name] if required or name in params else default
+                  for name, required, default in self._driver_binds}
+        cursor = pooled.cursor()
+
+        def execute() -> tuple | None:
+            cursor.execute(self._execute_driver_sql, values)
+            return cursor.fetchone()
+        try:
+            # {}: psycopg2 then formats the PREPARE, turning `%%` into `%` (see _build).
+            row = self._run(pooled.info, lambda sql: cursor.execute(sql, {}), execute)
+        finally:
+            cursor.close()
+        return None if row is None else self._row_type._make(row)
+
+    def _run(self, connection_info: dict, run_sql, execute):
+        """`execute()` the EXECUTE, with the PREPARE sent first on a connection that has not
+        had it (`run_sql(sql)` sends one statement); prepared again when the server no longer
+        has it, after a DEALLOCATE when a migration changed a column it reads."""
+        prepared = connection_info.setdefault(_PREPARED, set())
         if self.name not in prepared:
-            self._prepare(connection)
+            self._prepare(run_sql)
             prepared.add(self.name)
         try:
-            return connection.execute(self._execute, params)
-        except DBAPIError as error:
-            code = getattr(error.orig, "pgcode", None)
+            return execute()
+        except Exception as error:
+            code = _pgcode(error)
             if code not in (_NOT_PREPARED, _RESULT_TYPE_CHANGED):
                 raise
-            if code == _RESULT_TYPE_CHANGED:  # a migration changed a column it reads
-                connection.exec_driver_sql(f"DEALLOCATE {self.name}")
-            self._prepare(connection)
-            return connection.execute(self._execute, params)
+            if code == _RESULT_TYPE_CHANGED:
+                run_sql(f"DEALLOCATE {self.name}")
+            self._prepare(run_sql)
+            return execute()
 
-    def _prepare(self, connection: Connection) -> None:
+    def _prepare(self, run_sql) -> None:
         try:
-            connection.exec_driver_sql(self._prepare_sql)
-        except DBAPIError as error:
-            if getattr(error.orig, "pgcode", None) != _ALREADY_PREPARED:
+            run_sql(self._prepare_sql)
+        except Exception as error:
+            if _pgcode(error) != _ALREADY_PREPARED:
                 raise
 
-    def _build(self, connection: Connection) -> None:
+    def _build(self, dialect) -> None:
         with self._lock:
             if self._execute is not None:
                 return
-            compiled = self.statement.compile(dialect=connection.dialect)
+            compiled = self.statement.compile(dialect=dialect)
             if "POSTCOMPILE" in compiled.string or compiled.escaped_bind_names:
                 raise ValueError(f"{self.name}: expanding or escaped binds cannot be prepared")
             names: list[str] = []
@@ -176,16 +209,31 @@ class PreparedRead:
                 # compared with) is passed along as its default.
                 binds.append(bindparam(name, type_=source.type, required=True) if source.required
                              else bindparam(name, value=source.value, type_=source.type))
-            self._execute = text(f"EXECUTE {self.name} ({', '.join(':' + n for n in names)})") \
+            execute = text(f"EXECUTE {self.name} ({', '.join(':' + n for n in names)})") \
                 .bindparams(*binds) \
                 .columns(*(column(c.name, c.type) for c in self.statement.selected_columns))
+            # first_row_on's form: the EXECUTE exactly as SQLAlchemy sends it (casts included).
+            self._execute_driver_sql = str(execute.compile(dialect=dialect))
+            self._driver_binds = [(bind.key, bind.required, bind.value) for bind in binds]
+            self._row_type = collections.namedtuple(
+                "PreparedRow", [c.name for c in self.statement.selected_columns])
+            self._execute = execute  # last: its presence says the rest is built
 
 
 # PostgreSQL's SQLSTATEs: no such prepared statement (DEALLOCATE or DISCARD ALL ran), one of
 # that name exists already, and "cached plan must not change result type".
 _NOT_PREPARED, _ALREADY_PREPARED, _RESULT_TYPE_CHANGED = "26000", "42P05", "0A000"
+def _pgcode(error: Exception) -> str | None:
+    """PostgreSQL's SQLSTATE of a psycopg2 error, raised as it is or wrapped by SQLAlchemy."""
+    return getattr(getattr(error, "orig", error), "pgcode", None)
+
+
 _PYFORMAT_BIND = re.compile(r"%\((\w+)\)s")
 _PREPARED = "ezra_prepared_reads"  # names prepared on a DBAPI connection (its pool info)
+
+
+def prepared_reads_enabled(app, dialect) -> bool:
+    return dialect.driver == "psycopg2" and app.config.get("DATABASE_PREPARED_STATEMENTS", True)
 
 
 def close_request_connection() -> None:
