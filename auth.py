@@ -52,19 +52,30 @@ class JWTWithVerifiedTokens(JWTManager):
                                 allow_expired: bool = False) -> dict:
         if csrf_value is not None or allow_expired:
             return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
-        config = current_app.config
-        key = (encoded_token, config["JWT_SECRET_KEY"])
-        verified = current_app.extensions.get(_VERIFIED_TOKENS)
-        claims = verified.get(key) if verified is not None else None
-        leeway = config["JWT_DECODE_LEEWAY"]
-        if isinstance(leeway, timedelta):
-            leeway = leeway.total_seconds()
-        # PyJWT's own rule: expired once int(exp) <= now - leeway.
-        if claims is None or int(claims["exp"]) <= time.time() - leeway:
+        claims = remembered_claims(current_app, encoded_token)
+        if claims is None:
             claims = super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+            verified = current_app.extensions.get(_VERIFIED_TOKENS)
             if verified is not None and isinstance(claims.get("exp"), (int, float)):
-                verified.put(key, claims)
+                verified.put((encoded_token, current_app.config["JWT_SECRET_KEY"]), claims)
         return dict(claims)  # callers may change theirs
+
+
+def remembered_claims(app: Flask, encoded_token: str) -> dict | None:
+    """The claims of a token this process verified with the current secret and that has not
+    expired since, else None (verify it). The caller must not change them."""
+    verified = app.extensions.get(_VERIFIED_TOKENS)
+    if verified is None:
+        return None
+    config = app.config
+    claims = verified.get((encoded_token, config["JWT_SECRET_KEY"]))
+    if claims is None:
+        return None
+    leeway = config["JWT_DECODE_LEEWAY"]
+    if isinstance(leeway, timedelta):
+        leeway = leeway.total_seconds()
+    # PyJWT's own rule: expired once int(exp) <= now - leeway.
+    return None if int(claims["exp"]) <= time.time() - leeway else claims
 
 
 _VERIFIED_TOKENS = "ezra_verified_tokens"
@@ -146,7 +157,7 @@ def piggyback_on_token_check(endpoint: str, plan, build) -> None:
 
 
 @functools.cache
-def _extended_token_check(build: Callable[[Hashable, Select], Select],
+def extended_token_check(build: Callable[[Hashable, Select], Select],
                           key: Hashable) -> PreparedRead:
     """Built once per extension and key: endpoints that share one (a download and its named
     link) share the statement, so a connection prepares it once."""
@@ -163,21 +174,17 @@ def _is_revoked(_header: dict, payload: dict) -> bool:
     """One statement answers both questions of every request: is the token revoked, and
     who is its user (kept for `_load_user`). Read fresh on every request, so a revocation,
     a demotion or a password reset applies to the very next one."""
-    jti = payload.get("jti")
-    if not isinstance(jti, str):
+    keys = revocation_keys(payload)
+    if keys is None:
         return True
     user_id = _user_id(payload)
-    family = payload.get("fam")
-    # The token is revoked by its own id or by its sign-in's (family) key; without a family
-    # the second key is the jti again.
-    keys = {"jti": jti, "family": _family_key(family) if isinstance(family, str) else jti}
     if user_id is None:
         return bool(reader().execute(_REVOKED, keys).scalar())
     statement, params = _TOKEN_CHECK_READ, {**keys, "user_id": user_id}
     piggyback = _piggybacks.get(request.endpoint) if has_request_context() else None
     planned = piggyback.plan(request.view_args or {}) if piggyback else None
     if planned is not None:
-        statement = _extended_token_check(piggyback.build, planned[0])
+        statement = extended_token_check(piggyback.build, planned[0])
         params |= planned[1]
     row = statement.execute(params).first()
     g.ezra_token_user = (SignedInUser(row.id, row.username, bool(row.is_admin),
@@ -185,6 +192,25 @@ def _is_revoked(_header: dict, payload: dict) -> bool:
     if planned is not None and row is not None:
         g.ezra_piggyback = row
     return bool(row and row.revoked)
+
+
+def revocation_keys(payload: dict) -> dict | None:
+    """The token check's `jti` and `family` parameters; None for a token without an id."""
+    jti = payload.get("jti")
+    if not isinstance(jti, str):
+        return None
+    family = payload.get("fam")
+    # The token is revoked by its own id or by its sign-in's (family) key; without a family
+    # the second key is the jti again.
+    return {"jti": jti, "family": _family_key(family) if isinstance(family, str) else jti}
+
+
+def token_check_params(payload: dict) -> dict | None:
+    """All parameters of the token check (`extended_token_check`), or None when the token
+    names no id or no valid user (the request path then answers for it)."""
+    keys = revocation_keys(payload)
+    user_id = _user_id(payload)
+    return None if keys is None or user_id is None else {**keys, "user_id": user_id}
 
 
 def _user_id(payload: dict) -> int | None:

@@ -17,7 +17,9 @@ import re
 import time
 
 from flask import Flask, current_app, g, has_request_context, request
-from flask_babel import Babel, get_translations
+from babel.support import Translations
+from flask_babel import Babel
+from werkzeug.datastructures import LanguageAccept
 
 from config import BASE_DIR
 
@@ -71,23 +73,36 @@ def init_app(app: Flask) -> None:
 def select_language() -> str:
     """The best of `Accept-Language` among en/id, else the admins' `default_language`.
     Evaluated lazily by Flask-Babel: only a request that shows a message pays for it."""
-    # The reader's order by quality, on the primary tag (en-GB is English): werkzeug's
-    # best_match would prefer an exact "id;q=0.8" over "en-GB" (q=1).
-    for value, quality in request.accept_languages:
+    return preferred_language(request.accept_languages) or default_language()
+
+
+def preferred_language(accepted: LanguageAccept) -> str | None:
+    """The reader's first language among en/id by quality, on the primary tag (en-GB is
+    English): werkzeug's best_match would prefer an exact "id;q=0.8" over "en-GB" (q=1)."""
+    for value, quality in accepted:
         primary = "en" if value == "*" else value.replace("_", "-").split("-")[0].lower()
         if quality > 0 and primary in LANGUAGES:
             return primary
-    return default_language()
+    return None
+
+
+def remembered_default_language(app: Flask) -> str | None:
+    """The `default_language` this process read less than a few seconds ago, else None."""
+    value, read_at = app.extensions["ezra_default_language"]
+    if value is not None and time.monotonic() - read_at < _SETTING_TTL_SECONDS:
+        return value
+    return None
 
 
 def default_language() -> str:
     """`default_language` from the settings, read on the request's own connection (no second
     one from the pool) at most every few seconds. When the database is the problem being
     answered, or the read fails: the last value read, or en."""
+    remembered = remembered_default_language(current_app)
+    if remembered is not None:
+        return remembered
     cached = current_app.extensions["ezra_default_language"]
     now = time.monotonic()
-    if cached[0] is not None and now - cached[1] < _SETTING_TTL_SECONDS:
-        return cached[0]
     if g.get("ezra_database_trouble"):
         return cached[0] or DEFAULT_LANGUAGE
     from system_settings import get_setting
@@ -120,10 +135,13 @@ def translate_message(text: str | None) -> str | None:
     if catalog is None:  # once per request: a job list translates many rows
         # select_language is what Flask-Babel's get_locale would call; asked directly, an
         # English answer skips building a babel Locale (a tenth of a small 404's CPU).
-        language = select_language()
-        catalog = g.ezra_catalog = (False if language == DEFAULT_LANGUAGE
-                                    else _catalog(language, get_translations()))
+        catalog = g.ezra_catalog = message_catalog(select_language()) or False
     return catalog.translate(text) if catalog else text
+
+
+def message_catalog(language: str) -> _Catalog | None:
+    """The catalog of `language`; None for English (the messages are English)."""
+    return None if language == DEFAULT_LANGUAGE else _catalog(language)
 
 
 class _Catalog:
@@ -166,9 +184,11 @@ def message_pattern(msgid: str) -> re.Pattern:
     return re.compile("".join(parts), re.DOTALL)
 
 
-@functools.lru_cache(maxsize=8)
-def _catalog(language: str, translations) -> _Catalog:
-    """Built once per language (Flask-Babel keeps one translations object per language)."""
+@functools.lru_cache(maxsize=len(LANGUAGES))
+def _catalog(language: str) -> _Catalog:
+    """Built once per language from the compiled catalog, as Flask-Babel loads it (which
+    needs a request to know the language; the download lane has none)."""
+    translations = Translations.load(str(TRANSLATIONS_DIR), [language], "messages")
     return _Catalog({msgid: msgstr for msgid, msgstr in
                      getattr(translations, "_catalog", {}).items()
                      if isinstance(msgid, str) and msgid})

@@ -28,6 +28,11 @@ def current_request_id() -> str | None:
     return request_id_var.get()
 
 
+def request_id_from(given: str) -> str:
+    """The client's X-Request-ID when it is safe to log and echo, else a new one."""
+    return given if _SAFE_REQUEST_ID.match(given) else new_request_id()
+
+
 def new_request_id() -> str:
     # 32 hex digits, as uuid4().hex gave, at a sixth of its cost.
     return secrets.token_hex(16)
@@ -87,8 +92,7 @@ class _EzraHandler(logging.StreamHandler):
 def init_request_id(app: Flask) -> None:
     @app.before_request
     def take_request_id() -> None:
-        given = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = given if _SAFE_REQUEST_ID.match(given) else new_request_id()
+        g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
         g.request_id_token = request_id_var.set(g.request_id)
 
     @app.after_request

@@ -16,7 +16,7 @@ HEADERS = {
 _BY_LOWER_NAME = tuple((name.lower(), name, value) for name, value in HEADERS.items())
 
 
-def _add_headers(response: Response) -> Response:
+def add_security_headers(response: Response) -> Response:
     """Each header the view did not set itself. One pass over the answer's headers
     (Werkzeug's `setdefault` scans them once per header: 30 us an answer)."""
     headers = response.headers
@@ -28,4 +28,4 @@ def _add_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    app.after_request(_add_headers)
+    app.after_request(add_security_headers)

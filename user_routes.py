@@ -12,9 +12,9 @@ from sqlalchemy import Select, and_, bindparam, select
 
 import pipeline
 import submission_service
-from auth import piggyback_on_token_check, piggybacked_row
+from auth import extended_token_check, piggyback_on_token_check, piggybacked_row
 from body_limits import refuse_if_cut
-from database import db, reader, reads_on_request_connection
+from database import PreparedRead, db, reader, reads_on_request_connection
 from errors import APIError
 from languages import WHISPER_LANGUAGES, normalize_language, unknown_language_hint
 from limits import MAX_FILENAME_LENGTH
@@ -244,6 +244,11 @@ def _download_with_token_check(kind: str, token_check: Select) -> Select:
 # job and its document).
 for _endpoint in ("user.download", "user.download_named"):
     piggyback_on_token_check(_endpoint, _plan_download, _download_with_token_check)
+
+
+def download_with_token_check(kind: str) -> PreparedRead:
+    """That one statement for a document kind (also what the download lane runs)."""
+    return extended_token_check(_download_with_token_check, kind)
 # The list and the downloads (subtitles included) read plain rows only: no ORM session.
 reads_on_request_connection("user.list_transcriptions", "user.download", "user.download_named")
 
@@ -278,16 +283,21 @@ def _subtitle_job_or_404(job_id: uuid.UUID, user_id: int | None):
 def document_response(job, kind: str) -> Response:
     """The stored document as an attachment; legacy rows serve their recorded disk file.
     `job`: a row of `download_row`."""
+    # send_file writes the RFC 6266 header: an ASCII fallback plus filename* for UTF-8.
+    source, name = document_source(job, kind)
+    return send_file(source, mimetype=MIME_TYPES[kind], as_attachment=True, download_name=name)
+
+
+def document_source(job, kind: str, config=None) -> tuple[io.BytesIO | str, str]:
+    """What a download sends (the stored bytes, or a legacy row's disk file) and its file
+    name; APIError 404 when there is neither. `job`: a row of `download_row` or of the
+    download lane's read; `config`: the app's, outside an app context (the lane)."""
     name = document_file_name(job.audio_file_name, job.job_id, kind)
-    content = job.content
-    if content is not None:
-        # send_file writes the RFC 6266 header: an ASCII fallback plus filename* for UTF-8.
-        return send_file(io.BytesIO(content), mimetype=MIME_TYPES[kind], as_attachment=True,
-                         download_name=name)
-    legacy = legacy_document_path(job.legacy_path)
+    if job.content is not None:
+        return io.BytesIO(job.content), name
+    legacy = legacy_document_path(job.legacy_path, config)
     if legacy is not None:
-        return send_file(legacy, mimetype=MIME_TYPES[kind], as_attachment=True,
-                         download_name=name)
+        return legacy, name
     raise APIError(404, f"The {kind} document of this transcription is not ready")
 
 
