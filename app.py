@@ -81,6 +81,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(openapi_bp)
     app.register_blueprint(ops_routes.bp)
     web_page.init_app(app)
+    # The frontend's most frequent request, answered in front of Flask (download_lane.py).
+    from download_lane import DownloadLane
+    app.wsgi_app = DownloadLane(app, app.wsgi_app)
 
     app.cli.add_command(create_admin_command)
     if app.config["EMBEDDED_DATABASE"] and not app.testing:
