@@ -2,9 +2,10 @@
 round trips of every request without changing the app under test, so any commit can be
 measured the same way.
 
-Counted per request, in the worker thread that serves it: statements sent through
-SQLAlchemy (`before_cursor_execute`), pool pre-ping probes (`SELECT 1` sent by the dialect's
-`do_ping`, which bypasses the cursor events) and COMMIT/ROLLBACK of an open transaction.
+Counted per request, in the worker thread that serves it: statements sent through a
+psycopg2 cursor (a counting cursor class set on every new connection: SQLAlchemy's statements,
+its pool pre-ping's `SELECT 1`, and reads that bypass SQLAlchemy, like the download lane's)
+and COMMIT/ROLLBACK of an open transaction.
 A request names its route in the `X-Bench-Route` header; each worker writes its counts to
 `$BENCH_PROBE_DIR/<pid>.json` when it exits.
 """
@@ -37,27 +38,39 @@ def _bump_if_open(conn) -> None:
 
 
 def post_fork(server, worker) -> None:
-    import sqlalchemy.dialects.postgresql.psycopg2  # noqa: F401 - its do_ping is patched
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
-    from sqlalchemy.engine.default import DefaultDialect
 
-    event.listen(Engine, "before_cursor_execute", _bump)
+    # At the driver: statements SQLAlchemy sends, its pool pre-ping's SELECT 1, and reads
+    # that bypass SQLAlchemy's execution layer (download_lane.py) all pass a cursor.
+    event.listen(Engine, "connect", _count_cursors)
     event.listen(Engine, "commit", _bump_if_open)
     event.listen(Engine, "rollback", _bump_if_open)
-    pending = [DefaultDialect]
-    while pending:  # every dialect class with its own do_ping
-        cls = pending.pop()
-        pending.extend(cls.__subclasses__())
-        if "do_ping" in cls.__dict__:
-            cls.do_ping = _counted(cls.__dict__["do_ping"])
 
 
-def _counted(ping):
-    def counted_ping(self, dbapi_connection):
-        _bump()
-        return ping(self, dbapi_connection)
-    return counted_ping
+def _count_cursors(dbapi_connection, _record) -> None:
+    if type(dbapi_connection).__module__.startswith("psycopg2"):
+        dbapi_connection.cursor_factory = _counting_cursor_class()
+
+
+_cursor_class = None
+
+
+def _counting_cursor_class():
+    global _cursor_class
+    if _cursor_class is None:
+        import psycopg2.extensions
+
+        class CountingCursor(psycopg2.extensions.cursor):
+            def execute(self, query, vars=None):
+                _bump()
+                return super().execute(query, vars)
+
+            def executemany(self, query, vars_list):
+                _bump()
+                return super().executemany(query, vars_list)
+        _cursor_class = CountingCursor
+    return _cursor_class
 
 
 def pre_request(worker, req) -> None:
