@@ -63,10 +63,10 @@ def _reads_in_autocommit(_session, _transaction, connection) -> None:
 
 
 def _autocommit(connection: Connection) -> None:
-    reads_in_autocommit(connection.connection)
+    switch_to_autocommit(connection.connection)
 
 
-def reads_in_autocommit(pooled) -> None:
+def switch_to_autocommit(pooled) -> None:
     """Switch a pooled DBAPI connection to autocommit until it is checked in again.
     psycopg2's own flag is switched (nothing is sent yet at this point); SQLAlchemy's
     isolation_level option would send SET default_transaction_isolation on the way back."""
@@ -140,10 +140,14 @@ class PreparedRead:
     def first_row_on(self, pooled, dialect, params: dict) -> tuple | None:
         """The first row, run straight on a pooled psycopg2 connection in autocommit (the
         download lane's read): no SQLAlchemy execution layer, so no type processing either.
-        `params` must be values psycopg2 sends as they are (a UUID as its text); the row is a
-        named tuple of psycopg2's values (bytea as memoryview, uuid as text)."""
+        `params` must be values psycopg2 sends as they are (a UUID as its text), and so must
+        the statement's literal values (checked); the row is a named tuple of psycopg2's
+        values (bytea as memoryview; uuid as uuid.UUID, which SQLAlchemy's dialect registers
+        on its connections)."""
         if self._execute is None:
             self._build(dialect)
+        if not self._plain_defaults:
+            raise ValueError(f"{self.name}: a literal value needs SQLAlchemy's type processing")
         values = {name: params[name] if required or name in params else default
                   for name, required, default in self._driver_binds}
         cursor = pooled.cursor()
@@ -215,14 +219,18 @@ class PreparedRead:
             # first_row_on's form: the EXECUTE exactly as SQLAlchemy sends it (casts included).
             self._execute_driver_sql = str(execute.compile(dialect=dialect))
             self._driver_binds = [(bind.key, bind.required, bind.value) for bind in binds]
+            self._plain_defaults = all(isinstance(bind.value, (str, int, float, type(None)))
+                                       for bind in binds if not bind.required)
             self._row_type = collections.namedtuple(
-                "PreparedRow", [c.name for c in self.statement.selected_columns])
+                "PreparedRow", [c.name for c in self.statement.selected_columns], rename=True)
             self._execute = execute  # last: its presence says the rest is built
 
 
 # PostgreSQL's SQLSTATEs: no such prepared statement (DEALLOCATE or DISCARD ALL ran), one of
 # that name exists already, and "cached plan must not change result type".
 _NOT_PREPARED, _ALREADY_PREPARED, _RESULT_TYPE_CHANGED = "26000", "42P05", "0A000"
+
+
 def _pgcode(error: Exception) -> str | None:
     """PostgreSQL's SQLSTATE of a psycopg2 error, raised as it is or wrapped by SQLAlchemy."""
     return getattr(getattr(error, "orig", error), "pgcode", None)

@@ -17,8 +17,8 @@ range requests behave the same), or the route's 404 in the reader's language, wi
 headers (security headers, X-Request-ID) and the same latency metric. Everything else goes to
 Flask untouched, which then answers as it always did: a token not verified in this process
 yet, every token problem (revoked, expired, user gone, password reset), subtitles, HEAD, a bad
-id, a request with a body, a database error, a default language not read for a while, and
-any setup without prepared statements on psycopg2 (SQLite, DATABASE_PREPARED_STATEMENTS=false).
+id, a request with a body, a database error, a range it cannot serve, and any setup without
+prepared statements on psycopg2 (SQLite, DATABASE_PREPARED_STATEMENTS=false).
 tests/test_download_lane.py holds the lane's answers against the route's.
 """
 from __future__ import annotations
@@ -31,16 +31,17 @@ from datetime import timedelta
 
 from flask import Flask
 from werkzeug.datastructures import LanguageAccept
+from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_accept_header
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Response
 
 import metrics
 from auth import remembered_claims, token_check_params
-from database import db, prepared_reads_enabled, reads_in_autocommit
+from database import db, prepared_reads_enabled, switch_to_autocommit
 from errors import APIError
-from i18n import message_catalog, preferred_language, remembered_default_language
-from logging_setup import REQUEST_ID_HEADER, request_id_from
+from i18n import message_catalog, preferred_language, remember_default_language
+from logging_setup import REQUEST_ID_HEADER, request_id_from, request_id_var
 from security_headers import add_security_headers
 from serializers import FILE_TYPES
 from user_routes import MIME_TYPES, document_source, download_with_token_check
@@ -55,6 +56,15 @@ _RULES = ("/download/<file_type>/<transcription_id>",
 _BEARER = "Bearer "
 
 
+# What the lane assumes of the route; with anything else configured it stays off.
+_JWT_SETTINGS = {"JWT_TOKEN_LOCATION": ["headers"], "JWT_HEADER_NAME": "Authorization",
+                 "JWT_HEADER_TYPE": "Bearer"}
+_ENDPOINTS = {_RULES[0]: "user.download", _RULES[1]: "user.download_named"}
+# After a failed connect the route alone answers for a while: one connect attempt per
+# request (and one timeout to wait out), not two.
+_PAUSE_AFTER_CONNECT_FAILURE_S = 5.0
+
+
 class DownloadLane:
     """WSGI middleware around the Flask app's `wsgi_app` (see the module's docstring)."""
 
@@ -63,10 +73,31 @@ class DownloadLane:
         self.flask_wsgi_app = flask_wsgi_app
         with app.app_context():
             self.engine = db.engine
+        routes = {rule.rule: rule.endpoint for rule in app.url_map.iter_rules()}
+        self.fits_the_route = (all(routes.get(rule) == endpoint
+                                   for rule, endpoint in _ENDPOINTS.items())
+                               and all(app.config.get(key) == value
+                                       for key, value in _JWT_SETTINGS.items()))
+        self._paused_until = 0.0
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
-        answered = self._answer(environ)
+        try:
+            answered = self._answer(environ)
+        except Exception as error:  # noqa: BLE001 - the route answers (and logs) instead
+            # A range it cannot satisfy (416), a legacy file gone or unreadable: the route
+            # gives its JSON answer. Anything else is a bug here, logged under the id the
+            # route's answer will carry.
+            if not isinstance(error, (HTTPException, OSError)):
+                request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
+                environ["HTTP_X_REQUEST_ID"] = request_id
+                token = request_id_var.set(request_id)
+                try:
+                    log.exception("download lane failed on %s; the route answers",
+                                  environ.get("PATH_INFO"))
+                finally:
+                    request_id_var.reset(token)
+            answered = None
         if answered is None:
             return self.flask_wsgi_app(environ, start_response)
         response, rule = answered
@@ -80,14 +111,16 @@ class DownloadLane:
 
     def _answer(self, environ) -> tuple[Response, str] | None:
         """The answer and the route's rule, or None: Flask answers."""
-        if (environ.get("REQUEST_METHOD") != "GET" or environ.get("CONTENT_TYPE")
+        if (environ.get("REQUEST_METHOD") != "GET"
                 or environ.get("CONTENT_LENGTH", "") not in ("", "0")
-                or "HTTP_TRANSFER_ENCODING" in environ):
-            return None  # HEAD, or a body the route's hooks would look at
+                or "HTTP_TRANSFER_ENCODING" in environ
+                or environ.get("CONTENT_TYPE", "")[:10].lower() == "multipart/"):
+            return None  # HEAD, or a body the route's hooks look at (body_limits.py)
         path = _DOWNLOAD_PATH.fullmatch(environ.get("PATH_INFO", ""))
         authorization = environ.get("HTTP_AUTHORIZATION", "")
-        if (path is None or not authorization.startswith(_BEARER)
-                or not prepared_reads_enabled(self.app, self.engine.dialect)):
+        if (path is None or not authorization.startswith(_BEARER) or not self.fits_the_route
+                or not prepared_reads_enabled(self.app, self.engine.dialect)
+                or time.monotonic() < self._paused_until):
             return None
         claims = remembered_claims(self.app, authorization[len(_BEARER):])
         params = token_check_params(claims) if claims and claims.get("type") == "access" else None
@@ -99,16 +132,17 @@ class DownloadLane:
             return None  # the route's 400
         kind = FILE_TYPES[path[1]]
         row = self._read(kind, params)
+        # The route's token rules: revoked (auth._is_revoked), the user gone or its tokens
+        # ended by a password reset (auth._load_user). It answers those 401s itself.
         if row is None or row.revoked or row.token_version != claims.get("tv"):
-            return None  # no such user, a token problem, or the database: the route answers
+            return None  # (None also when the read failed: the route reads again)
         rule = _RULES[path[3] is not None]
         try:
             if row.job_id is None:
                 raise APIError(404, "Transcription not found")
             source, name = document_source(row, kind, self.app.config)
         except APIError as refusal:
-            error = self._error(environ, refusal.status, refusal.message)
-            return None if error is None else (error, rule)
+            return self._error(environ, refusal, row.default_language), rule
         return send_file(source, environ, mimetype=MIME_TYPES[kind], as_attachment=True,
                          download_name=name, max_age=self._max_age,
                          use_x_sendfile=self.app.config["USE_X_SENDFILE"],
@@ -121,30 +155,41 @@ class DownloadLane:
         try:
             pooled = self.engine.raw_connection()
         except Exception:  # noqa: BLE001 - the database is away: the route answers 503
+            self._paused_until = time.monotonic() + _PAUSE_AFTER_CONNECT_FAILURE_S
             return None
         try:
-            reads_in_autocommit(pooled)
+            switch_to_autocommit(pooled)
             return download_with_token_check(kind).first_row_on(pooled, self.engine.dialect,
                                                                 params)
         except Exception as error:  # noqa: BLE001 - the route answers instead
-            pooled.invalidate()  # never reused half-broken; the pool connects anew
-            if not isinstance(error, self.engine.dialect.dbapi.Error):
-                log.exception("download lane: the read failed; the route answers")
+            dbapi = pooled.dbapi_connection
+            if dbapi is None or dbapi.closed or self.engine.dialect.is_disconnect(
+                    error, dbapi, None):
+                pooled.invalidate()  # the pool connects anew
+            elif isinstance(error, self.engine.dialect.dbapi.Error):
+                log.warning("download lane: the read failed (%s); the route answers",
+                            str(error).strip().splitlines()[0] if str(error).strip()
+                            else type(error).__name__)
+            else:
+                raise
             return None
+        except BaseException:  # interrupted mid-read: never back into the pool like this
+            pooled.invalidate()
+            raise
         finally:
             pooled.close()
 
-    def _error(self, environ, status: int, message: str) -> Response | None:
-        """The route's `{"error": ...}` in the reader's language (errors.error_response), or
-        None when that language needs the settings read again (the route reads them)."""
+    def _error(self, environ, refusal: APIError, default_language: str | None) -> Response:
+        """The route's answer to `refusal` (errors.error_response): `{"error": ...}` in the
+        reader's language, else in the admins' `default_language` (read with the row)."""
         accepted = parse_accept_header(environ.get("HTTP_ACCEPT_LANGUAGE"), LanguageAccept)
-        language = preferred_language(accepted) or remembered_default_language(self.app)
-        if language is None:
-            return None
+        language = (preferred_language(accepted)
+                    or remember_default_language(self.app, default_language))
         catalog = message_catalog(language)
-        response = self.app.json.response(error=catalog.translate(message) if catalog
-                                          else message)
-        response.status_code = status
+        response = self.app.json.response(
+            error=catalog.translate(refusal.message) if catalog else refusal.message)
+        response.status_code = refusal.status
+        response.headers.update(refusal.headers)
         return response
 
     def _max_age(self, _path) -> int | None:

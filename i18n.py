@@ -86,34 +86,32 @@ def preferred_language(accepted: LanguageAccept) -> str | None:
     return None
 
 
-def remembered_default_language(app: Flask) -> str | None:
-    """The `default_language` this process read less than a few seconds ago, else None."""
-    value, read_at = app.extensions["ezra_default_language"]
-    if value is not None and time.monotonic() - read_at < _SETTING_TTL_SECONDS:
-        return value
-    return None
-
-
 def default_language() -> str:
     """`default_language` from the settings, read on the request's own connection (no second
     one from the pool) at most every few seconds. When the database is the problem being
     answered, or the read fails: the last value read, or en."""
-    remembered = remembered_default_language(current_app)
-    if remembered is not None:
-        return remembered
     cached = current_app.extensions["ezra_default_language"]
     now = time.monotonic()
+    if cached[0] is not None and now - cached[1] < _SETTING_TTL_SECONDS:
+        return cached[0]
     if g.get("ezra_database_trouble"):
         return cached[0] or DEFAULT_LANGUAGE
     from system_settings import get_setting
     try:
-        value = (get_setting(SETTING_DEFAULT_LANGUAGE) or "").strip().lower()
+        value = get_setting(SETTING_DEFAULT_LANGUAGE)
     except Exception:
         log.warning("default_language could not be read; using %s",
                     cached[0] or DEFAULT_LANGUAGE, exc_info=True)
         return cached[0] or DEFAULT_LANGUAGE
-    language = value if value in LANGUAGES else DEFAULT_LANGUAGE
-    cached[:] = [language, now]
+    return remember_default_language(current_app, value)
+
+
+def remember_default_language(app: Flask, value: str | None) -> str:
+    """Keep the `default_language` setting's value just read (by `default_language`, or by
+    a download with its token check) for the next few seconds; the language it names."""
+    language = (value or "").strip().lower()
+    language = language if language in LANGUAGES else DEFAULT_LANGUAGE
+    app.extensions["ezra_default_language"][:] = [language, time.monotonic()]
     return language
 
 

@@ -6,7 +6,7 @@ import io
 import json
 import uuid
 
-from flask import Blueprint, Response, jsonify, request, send_file
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from flask_jwt_extended import current_user, jwt_required
 from sqlalchemy import Select, and_, bindparam, select
 
@@ -16,9 +16,10 @@ from auth import extended_token_check, piggyback_on_token_check, piggybacked_row
 from body_limits import refuse_if_cut
 from database import PreparedRead, db, reader, reads_on_request_connection
 from errors import APIError
+from i18n import SETTING_DEFAULT_LANGUAGE, remember_default_language
 from languages import WHISPER_LANGUAGES, normalize_language, unknown_language_hint
 from limits import MAX_FILENAME_LENGTH
-from models import SEGMENTS_KIND, Document, JobStatus, Transcription, User
+from models import SEGMENTS_KIND, Document, JobStatus, SystemSetting, Transcription, User
 from openapi import (DOCX, array, attachment, documented, error_response, json_response, ref,
                      string)
 from scratch import check_user_scratch
@@ -181,8 +182,10 @@ def download(file_type: str, transcription_id: str):
     kind = document_kind(file_type)
     job_id = uuid_id(transcription_id)
     row = piggybacked_row()  # read with the token check (see below)
-    if row is not None and row.job_id is None:
-        raise APIError(404, "Transcription not found")
+    if row is not None:
+        remember_default_language(current_app, row.default_language)
+        if row.job_id is None:
+            raise APIError(404, "Transcription not found")
     return document_answer(kind, job_id, current_user.id, row)
 
 
@@ -234,9 +237,14 @@ def _plan_download(view_args: dict):
 
 
 def _download_with_token_check(kind: str, token_check: Select) -> Select:
-    jobs, users = Transcription.__table__, User.__table__
+    jobs, users, settings = Transcription.__table__, User.__table__, SystemSetting.__table__
+    # The admins' default language comes along: a 404 is written in it when the reader's
+    # Accept-Language names none of ours, and no second statement reads it.
+    default_language = select(settings.c.setting_value).where(
+        settings.c.setting_key == SETTING_DEFAULT_LANGUAGE).scalar_subquery()
     return _job_and_document(kind, token_check.outerjoin(
-        jobs, and_(jobs.c.id == bindparam("job_id"), jobs.c.user_id == users.c.id)))
+        jobs, and_(jobs.c.id == bindparam("job_id"), jobs.c.user_id == users.c.id))
+    ).add_columns(default_language.label("default_language"))
 
 
 # The frontend prefetches a download per listed job (through the named links the lists
@@ -249,6 +257,8 @@ for _endpoint in ("user.download", "user.download_named"):
 def download_with_token_check(kind: str) -> PreparedRead:
     """That one statement for a document kind (also what the download lane runs)."""
     return extended_token_check(_download_with_token_check, kind)
+
+
 # The list and the downloads (subtitles included) read plain rows only: no ORM session.
 reads_on_request_connection("user.list_transcriptions", "user.download", "user.download_named")
 
