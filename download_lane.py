@@ -50,7 +50,8 @@ log = logging.getLogger("ezra.download_lane")
 
 # The two routes as Flask matches them (its default converter takes anything but a slash);
 # the latency metric is labelled with their rules, as the route's hook labels it.
-_DOWNLOAD_PATH = re.compile(r"/download/(txt|md|word|docx)/([^/]+)(/[^/]+)?")
+_DOWNLOAD_PATH = re.compile(
+    rf"/download/({'|'.join(map(re.escape, FILE_TYPES))})/([^/]+)(/[^/]+)?")
 _RULES = ("/download/<file_type>/<transcription_id>",
           "/download/<file_type>/<transcription_id>/<file_name>")
 _BEARER = "Bearer "
@@ -111,14 +112,14 @@ class DownloadLane:
 
     def _answer(self, environ) -> tuple[Response, str] | None:
         """The answer and the route's rule, or None: Flask answers."""
-        if (environ.get("REQUEST_METHOD") != "GET"
+        path = _DOWNLOAD_PATH.fullmatch(environ.get("PATH_INFO", ""))
+        if (path is None or environ.get("REQUEST_METHOD") != "GET"
                 or environ.get("CONTENT_LENGTH", "") not in ("", "0")
                 or "HTTP_TRANSFER_ENCODING" in environ
                 or environ.get("CONTENT_TYPE", "")[:10].lower() == "multipart/"):
-            return None  # HEAD, or a body the route's hooks look at (body_limits.py)
-        path = _DOWNLOAD_PATH.fullmatch(environ.get("PATH_INFO", ""))
+            return None  # not a download; HEAD; a body the route's hooks look at (body_limits)
         authorization = environ.get("HTTP_AUTHORIZATION", "")
-        if (path is None or not authorization.startswith(_BEARER) or not self.fits_the_route
+        if (not authorization.startswith(_BEARER) or not self.fits_the_route
                 or not prepared_reads_enabled(self.app, self.engine.dialect)
                 or time.monotonic() < self._paused_until):
             return None
@@ -167,9 +168,9 @@ class DownloadLane:
                     error, dbapi, None):
                 pooled.invalidate()  # the pool connects anew
             elif isinstance(error, self.engine.dialect.dbapi.Error):
+                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 log.warning("download lane: the read failed (%s); the route answers",
-                            str(error).strip().splitlines()[0] if str(error).strip()
-                            else type(error).__name__)
+                            first_line)
             else:
                 raise
             return None

@@ -42,7 +42,8 @@ def legacy_document_path(recorded: str | None, config=None) -> str | None:
         return None
     legacy_root = _resolved((config or current_app.config)["LEGACY_FILES_DIR"])
     resolved = os.path.realpath(os.path.join(os.path.dirname(legacy_root), recorded))
-    if not resolved.startswith(legacy_root.rstrip(os.sep) + os.sep) or not os.path.isfile(resolved):
+    inside = resolved.startswith(legacy_root.rstrip(os.sep) + os.sep)
+    if not inside or not os.path.isfile(resolved):
         return None
     return resolved
 

@@ -38,39 +38,28 @@ def _bump_if_open(conn) -> None:
 
 
 def post_fork(server, worker) -> None:
+    import psycopg2.extensions
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
+    class CountingCursor(psycopg2.extensions.cursor):
+        def execute(self, query, vars=None):
+            _bump()
+            return super().execute(query, vars)
+
+        def executemany(self, query, vars_list):
+            _bump()
+            return super().executemany(query, vars_list)
+
+    def count_cursors(dbapi_connection, _record) -> None:
+        if isinstance(dbapi_connection, psycopg2.extensions.connection):
+            dbapi_connection.cursor_factory = CountingCursor
+
     # At the driver: statements SQLAlchemy sends, its pool pre-ping's SELECT 1, and reads
     # that bypass SQLAlchemy's execution layer (download_lane.py) all pass a cursor.
-    event.listen(Engine, "connect", _count_cursors)
+    event.listen(Engine, "connect", count_cursors)
     event.listen(Engine, "commit", _bump_if_open)
     event.listen(Engine, "rollback", _bump_if_open)
-
-
-def _count_cursors(dbapi_connection, _record) -> None:
-    if type(dbapi_connection).__module__.startswith("psycopg2"):
-        dbapi_connection.cursor_factory = _counting_cursor_class()
-
-
-_cursor_class = None
-
-
-def _counting_cursor_class():
-    global _cursor_class
-    if _cursor_class is None:
-        import psycopg2.extensions
-
-        class CountingCursor(psycopg2.extensions.cursor):
-            def execute(self, query, vars=None):
-                _bump()
-                return super().execute(query, vars)
-
-            def executemany(self, query, vars_list):
-                _bump()
-                return super().executemany(query, vars_list)
-        _cursor_class = CountingCursor
-    return _cursor_class
 
 
 def pre_request(worker, req) -> None:

@@ -160,7 +160,6 @@ class DriveHandler(BaseHTTPRequestHandler):
 def serve(host: str = "127.0.0.1", tls_files: tuple[Path, Path] | None = None) -> Recorder:
     server = Recorder(host, DriveHandler)
     if tls_files is not None:
-
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*map(str, tls_files))
         server.socket = context.wrap_socket(server.socket, server_side=True)
