@@ -359,6 +359,7 @@ class Runner:
         self.wake = threading.Event()
         self.stopped = threading.Event()
         self.threads: list[threading.Thread] = []
+        self._listen_stop: tuple[int, int] | None = None  # a pipe (read, write)
         self.pid = os.getpid()
 
     def start(self) -> None:
@@ -369,6 +370,9 @@ class Runner:
             self.threads.append(threading.Thread(target=self._dispatch, name="job-slots",
                                                  daemon=True))
             if self.app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+                # stop() writes to this pipe: the LISTEN loop's select ends at once, not
+                # at its next timeout.
+                self._listen_stop = os.pipe()
                 self.threads.append(threading.Thread(target=self._listen, name="job-listen",
                                                      daemon=True))
             # Webhook events of finished jobs go out from the processes that run (or send) jobs.
@@ -381,11 +385,17 @@ class Runner:
     def stop(self) -> None:
         self.stopped.set()
         self.wake.set()
+        if self._listen_stop is not None:
+            os.write(self._listen_stop[1], b"x")
         for thread in self.threads:
             thread.join(timeout=10)
         if self.threads:
             SLOTS.dec(self.slots)
         self.threads = []
+        if self._listen_stop is not None:
+            for fd in self._listen_stop:
+                os.close(fd)
+            self._listen_stop = None
 
     def free_slots(self) -> int:
         with self.lock:
@@ -468,8 +478,9 @@ class Runner:
                 connection.cursor().execute(f"LISTEN {NOTIFY_CHANNEL}")
                 self.wake.set()  # anything submitted while not listening
                 while not self.stopped.is_set():
-                    ready, _, _ = select_module.select([connection], [], [], 1.0)
-                    if ready:
+                    ready, _, _ = select_module.select(
+                        [connection, self._listen_stop[0]], [], [], 1.0)
+                    if connection in ready:
                         connection.poll()
                         if connection.notifies:
                             connection.notifies.clear()
